@@ -1,0 +1,112 @@
+"""What a site's data looks like to the rest of medfed.
+
+Labels follow one convention per task kind:
+
+- ``binary`` / ``multiclass``: ``y`` is an int64 vector of class indices ``0..k-1``;
+- ``survival``: ``y`` is a float64 ``(n, 2)`` matrix whose columns are ``time`` and ``event``
+  (1 = event observed, 0 = censored).
+
+Features are float32: ``(n, n_features)`` for tabular data, ``(n, channels, height, width)``
+for images.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["DataSpec", "FederatedDataset", "SiteData", "TaskKind"]
+
+
+class TaskKind(enum.StrEnum):
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    SURVIVAL = "survival"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The shape of a federation's data: every site shares it (the common protocol)."""
+
+    kind: TaskKind
+    input_shape: tuple[int, ...]
+    n_classes: int = 2
+    feature_names: tuple[str, ...] = ()
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of the model's last layer: 1 logit (binary), k logits, or 1 risk score."""
+        return self.n_classes if self.kind is TaskKind.MULTICLASS else 1
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """One hospital's records, split into training and held-out test patients."""
+
+    name: str
+    x_train: npt.NDArray[np.float32]
+    y_train: npt.NDArray[np.generic]
+    x_test: npt.NDArray[np.float32]
+    y_test: npt.NDArray[np.generic]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
+            raise ValueError(f"site {self.name}: features and labels differ in length")
+
+    @property
+    def num_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.x_test)
+
+
+@dataclass(frozen=True)
+class FederatedDataset:
+    """A consortium: the shared spec and each site's data."""
+
+    name: str
+    spec: DataSpec
+    sites: tuple[SiteData, ...]
+    description: str = ""
+    source: str = ""
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sites]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: site names must be unique, got {names}")
+
+    @property
+    def site_names(self) -> list[str]:
+        return [s.name for s in self.sites]
+
+    def site(self, name: str) -> SiteData:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def pooled(self) -> SiteData:
+        """All sites' training records in one place (the centralised baseline's data).
+
+        The test set is the union of the sites' test sets; baselines are still evaluated on
+        each site's own test set.
+        """
+        return SiteData(
+            name="pooled",
+            x_train=np.concatenate([s.x_train for s in self.sites]),
+            y_train=np.concatenate([s.y_train for s in self.sites]),
+            x_test=np.concatenate([s.x_test for s in self.sites]),
+            y_test=np.concatenate([s.y_test for s in self.sites]),
+            description="all sites' training data pooled (centralised baseline)",
+        )

@@ -1,0 +1,1 @@
+"""Pure math (numpy only): aggregation, metrics. No I/O, no torch."""

@@ -1,0 +1,154 @@
+"""Aggregation of site updates: a streamed weighted mean and robust alternatives.
+
+The weighted mean is accumulated one update at a time, so memory does not grow with the
+number of sites (FedAvg, McMahan et al. 2017). Large tensors are processed in cache-sized
+chunks, which avoids a full-size temporary per update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from medfed.records import Params
+
+__all__ = [
+    "WeightedMean",
+    "coordinate_median",
+    "is_finite",
+    "trimmed_mean",
+    "weighted_mean",
+]
+
+_CHUNK = 1 << 16
+
+
+def is_finite(params: Params) -> bool:
+    """True when no value is NaN or infinite.
+
+    A sum is finite only if every term is, so one cheap reduction answers almost always;
+    the exact element-wise test runs only when the sum overflowed.
+    """
+    for arr in params.values():
+        if not np.issubdtype(arr.dtype, np.floating) or arr.size == 0:
+            continue
+        if np.isfinite(np.sum(arr, dtype=np.float64 if arr.size < _CHUNK else None)):
+            continue
+        if not np.isfinite(arr).all():
+            return False
+    return True
+
+
+def _acc_dtype(dtype: np.dtype[np.generic]) -> np.dtype[np.generic]:
+    if np.issubdtype(dtype, np.floating) and dtype.itemsize >= 4:
+        return dtype
+    return np.dtype(np.float64)
+
+
+class WeightedMean:
+    """Streamed weighted mean of params with a fixed layout.
+
+    >>> a = Params({"w": np.array([1.0, 2.0], np.float32)})
+    >>> b = Params({"w": np.array([3.0, 6.0], np.float32)})
+    >>> m = WeightedMean(a)
+    >>> m.add(a, weight=1); m.add(b, weight=3)
+    >>> m.result()["w"].tolist()
+    [2.5, 5.0]
+    """
+
+    def __init__(self, like: Params) -> None:
+        self._layout = like.specs
+        self._acc = {k: np.zeros(v.shape, _acc_dtype(v.dtype)) for k, v in like.items()}
+        self._dtypes = {k: v.dtype for k, v in like.items()}
+        largest = max((v.size for v in like.values()), default=0)
+        self._scratch = {
+            dt: np.empty(min(largest, _CHUNK), dt) for dt in {a.dtype for a in self._acc.values()}
+        }
+        self.total_weight = 0.0
+        self.count = 0
+
+    def add(self, params: Params, *, weight: float) -> None:
+        """Add one update. Its layout must match the one given at construction."""
+        if not weight >= 0 or not np.isfinite(weight):
+            raise ValueError(f"weight must be a finite non-negative number, got {weight}")
+        if params.specs != self._layout:
+            raise ValueError("update layout (names, shapes, dtypes) differs from the model's")
+        self.count += 1
+        if weight == 0:
+            return
+        self.total_weight += weight
+        for name, acc in self._acc.items():
+            _axpy(acc, params[name], weight, self._scratch[acc.dtype])
+
+    def result(self) -> Params | None:
+        """The weighted mean in the original dtypes, or None when the total weight is zero."""
+        if self.total_weight == 0:
+            return None
+        out = []
+        for name, acc in self._acc.items():
+            mean = acc / acc.dtype.type(self.total_weight)
+            dtype = self._dtypes[name]
+            if not np.issubdtype(dtype, np.floating):
+                mean = np.rint(mean)
+            out.append((name, mean.astype(dtype, copy=False)))
+        return Params(out)
+
+
+def _axpy(
+    acc: npt.NDArray[np.generic],
+    x: npt.NDArray[np.generic],
+    weight: float,
+    scratch: npt.NDArray[np.generic],
+) -> None:
+    """acc += weight * x, chunked so no full-size temporary is made."""
+    flat_acc = acc.reshape(-1)
+    flat_x = x.reshape(-1)
+    n = flat_acc.size
+    if n <= scratch.size:
+        buf = scratch[:n]
+        np.multiply(flat_x, weight, out=buf, casting="unsafe")
+        flat_acc += buf
+        return
+    for start in range(0, n, scratch.size):
+        stop = min(n, start + scratch.size)
+        buf = scratch[: stop - start]
+        np.multiply(flat_x[start:stop], weight, out=buf, casting="unsafe")
+        flat_acc[start:stop] += buf
+
+
+def weighted_mean(items: Iterable[tuple[Params, float]]) -> Params | None:
+    """Weighted mean of ``(params, weight)`` pairs; None for no items or zero total weight."""
+    mean: WeightedMean | None = None
+    for params, weight in items:
+        if mean is None:
+            mean = WeightedMean(params)
+        mean.add(params, weight=weight)
+    return None if mean is None else mean.result()
+
+
+def coordinate_median(items: Sequence[Params]) -> Params:
+    """Coordinate-wise median (Yin et al. 2018): robust to a minority of outlying sites."""
+    if not items:
+        raise ValueError("the median of no updates is undefined")
+    first = items[0]
+    return Params(
+        (k, np.median(np.stack([p[k] for p in items]), axis=0).astype(v.dtype))
+        for k, v in first.items()
+    )
+
+
+def trimmed_mean(items: Sequence[Params], *, trim_fraction: float) -> Params:
+    """Coordinate-wise mean after dropping the ``trim_fraction`` largest and smallest values."""
+    if not 0 <= trim_fraction < 0.5:
+        raise ValueError("trim_fraction must be in [0, 0.5)")
+    if not items:
+        raise ValueError("the trimmed mean of no updates is undefined")
+    k = int(len(items) * trim_fraction)
+    out = []
+    for name, v in items[0].items():
+        stacked = np.sort(np.stack([p[name] for p in items]), axis=0)
+        kept = stacked[k : len(items) - k]
+        out.append((name, kept.mean(axis=0).astype(v.dtype)))
+    return Params(out)

@@ -1,0 +1,1 @@
+"""The round driver and the backends that reach the sites."""

@@ -1,0 +1,178 @@
+"""The round driver: the one federated loop, shared by every backend.
+
+Each round::
+
+    sample sites ─► send TRAIN ─► collect (failures are values) ─► validate ─► aggregate
+                ─► send EVALUATE to every site ─► observers (run store, progress, …)
+
+The driver knows nothing about where sites run (that is the backend) nor how updates are
+combined (that is the strategy). Seeds are derived from the run seed, the round and the site,
+so a run repeats bit for bit whichever backend runs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from medfed.errors import RoundFailed
+from medfed.orchestration.backends.base import Backend, Request
+from medfed.orchestration.validate import check_update
+from medfed.records import Instruction, Metrics, Operation, Params, SiteFailure
+from medfed.strategies.base import Strategy
+
+__all__ = ["RoundDriver", "RoundObserver", "RoundResult", "derive_seed"]
+
+_SAMPLING = 0x5A4D  # stream tags keep the sampling and site seeds independent
+_SITE = 0x517E
+
+
+def derive_seed(seed: int, *tags: int) -> int:
+    """A 63-bit seed for one purpose, derived from the run seed (SeedSequence)."""
+    words = np.random.SeedSequence([seed, *tags]).generate_state(2, dtype=np.uint32)
+    return int((int(words[0]) << 31) ^ int(words[1]))
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What happened in one round."""
+
+    round: int
+    params: Params
+    trained: tuple[str, ...]
+    failures: dict[str, SiteFailure]
+    train_metrics: dict[str, Metrics]
+    eval_metrics: dict[str, Metrics] = field(default_factory=dict)
+    eval_failures: dict[str, SiteFailure] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def train_summary(self) -> Metrics:
+        return Metrics.weighted_mean(self.train_metrics.values())
+
+    @property
+    def eval_summary(self) -> Metrics | None:
+        return Metrics.weighted_mean(self.eval_metrics.values()) if self.eval_metrics else None
+
+
+class RoundObserver(Protocol):
+    def on_round_end(self, result: RoundResult) -> None: ...
+
+
+class RoundDriver:
+    """Runs rounds of ``strategy`` over the sites reachable through ``backend``."""
+
+    def __init__(
+        self,
+        *,
+        strategy: Strategy,
+        backend: Backend,
+        seed: int,
+        evaluate_every: int = 1,
+        timeout: float | None = None,
+        observers: Sequence[RoundObserver] = (),
+    ) -> None:
+        self.strategy = strategy
+        self.backend = backend
+        self.seed = seed
+        self.evaluate_every = evaluate_every
+        self.timeout = timeout
+        self.observers = list(observers)
+        self._site_index = {name: i for i, name in enumerate(backend.site_names)}
+
+    def _instruction(
+        self, operation: Operation, round: int, site: str, params: Params, config: dict[str, object]
+    ) -> Instruction:
+        seed = derive_seed(
+            self.seed, _SITE, round, self._site_index[site], int(operation == Operation.EVALUATE)
+        )
+        return Instruction(
+            operation=operation, round=round, params=params, seed=seed, config=config
+        )  # type: ignore[arg-type]
+
+    def train_round(self, round: int, params: Params) -> RoundResult:
+        """Sample, train, validate and aggregate; raises RoundFailed below the minimum."""
+        start = time.perf_counter()
+        sites = self.backend.site_names
+        rng = np.random.default_rng([self.seed, _SAMPLING, round])
+        plans = self.strategy.configure_train(round=round, params=params, sites=sites, rng=rng)
+        requests: list[Request] = [
+            (p.site, self._instruction(Operation.TRAIN, round, p.site, params, dict(p.config)))
+            for p in plans
+        ]
+        aggregator = self.strategy.aggregator(round=round, params=params)
+        failures: dict[str, SiteFailure] = {}
+        train_metrics: dict[str, Metrics] = {}
+        trained: list[str] = []
+        for reply in self.backend.exchange(requests, timeout=self.timeout):
+            if reply.failure is not None:
+                failures[reply.site] = reply.failure
+                continue
+            problem = check_update(reply, params)
+            if problem is not None:
+                failures[reply.site] = SiteFailure("InvalidUpdate", problem)
+                continue
+            assert reply.update is not None
+            aggregator.add(reply.site, reply.update)
+            trained.append(reply.site)
+            if reply.metrics is not None:
+                train_metrics[reply.site] = reply.metrics
+        needed = self.strategy.min_sites
+        if len(trained) < needed:
+            detail = "; ".join(f"{s}: {f}" for s, f in failures.items()) or "no site replied"
+            raise RoundFailed(
+                f"round {round}: {len(trained)} of {len(requests)} sites returned a valid update, "
+                f"at least {needed} needed ({detail})"
+            )
+        return RoundResult(
+            round=round,
+            params=aggregator.finish(),
+            trained=tuple(trained),
+            failures=failures,
+            train_metrics=train_metrics,
+            seconds=time.perf_counter() - start,
+        )
+
+    def evaluate(
+        self, round: int, params: Params
+    ) -> tuple[dict[str, Metrics], dict[str, SiteFailure]]:
+        """Every site evaluates ``params`` on its own held-out data."""
+        plans = self.strategy.configure_evaluate(round=round, sites=self.backend.site_names)
+        requests: list[Request] = [
+            (p.site, self._instruction(Operation.EVALUATE, round, p.site, params, dict(p.config)))
+            for p in plans
+        ]
+        metrics: dict[str, Metrics] = {}
+        failures: dict[str, SiteFailure] = {}
+        for reply in self.backend.exchange(requests, timeout=self.timeout):
+            if reply.failure is not None:
+                failures[reply.site] = reply.failure
+            elif reply.metrics is not None:
+                metrics[reply.site] = reply.metrics
+        return metrics, failures
+
+    def run_round(self, round: int, params: Params, *, last: bool = False) -> RoundResult:
+        start = time.perf_counter()
+        result = self.train_round(round, params)
+        if last or (self.evaluate_every and round % self.evaluate_every == 0):
+            metrics, failures = self.evaluate(round, result.params)
+            result = dataclasses.replace(
+                result,
+                eval_metrics=metrics,
+                eval_failures=failures,
+                seconds=time.perf_counter() - start,
+            )
+        for observer in self.observers:
+            observer.on_round_end(result)
+        return result
+
+    def run(self, params: Params, *, rounds: int, first_round: int = 1) -> Params:
+        """Rounds ``first_round..rounds``; returns the final global params."""
+        for r in range(first_round, rounds + 1):
+            params = self.run_round(r, params, last=r == rounds).params
+        return params

@@ -1,0 +1,55 @@
+"""FedAvg (McMahan et al., 2017): the example-weighted mean of the sites' updates."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medfed.math.aggregate import WeightedMean
+from medfed.records import Params, Update
+from medfed.strategies.base import Aggregator, Strategy
+
+__all__ = ["FedAvg", "apply_delta"]
+
+
+def apply_delta(params: Params, delta: Params | None, *, scale: float = 1.0) -> Params:
+    """``params + scale × delta`` as new read-only arrays (no delta: params unchanged)."""
+    if delta is None:
+        return params
+    out = []
+    for name, value in params.items():
+        step = delta[name]
+        new = value + (step if scale == 1.0 else step * value.dtype.type(scale))
+        new = new.astype(value.dtype, copy=False)
+        new.flags.writeable = False
+        out.append((name, new))
+    return Params(out)
+
+
+class _MeanDelta(Aggregator):
+    def __init__(self, params: Params, server_lr: float) -> None:
+        self._params = params
+        self._mean = WeightedMean(params)
+        self._server_lr = server_lr
+
+    def add(self, site: str, update: Update) -> None:
+        self._mean.add(update.delta, weight=float(update.num_examples))
+
+    def finish(self) -> Params:
+        return apply_delta(self._params, self._mean.result(), scale=self._server_lr)
+
+
+class FedAvg(Strategy):
+    """Weighted by each site's number of training examples; ``server_lr`` scales the step."""
+
+    name = "fedavg"
+
+    def __init__(
+        self, *, fraction: float = 1.0, min_sites: int = 1, server_lr: float = 1.0
+    ) -> None:
+        super().__init__(fraction=fraction, min_sites=min_sites)
+        if not (server_lr > 0 and np.isfinite(server_lr)):
+            raise ValueError("server_lr must be a positive number")
+        self.server_lr = server_lr
+
+    def aggregator(self, *, round: int, params: Params) -> Aggregator:
+        return _MeanDelta(params, self.server_lr)
