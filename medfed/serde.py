@@ -56,7 +56,8 @@ def params_to_bytes(params: Params, metadata: Mapping[str, str] | None = None) -
             raise TypeError("safetensors metadata must map str to str")
     meta[_VERSION_KEY] = FORMAT_VERSION
     meta[_ORDER_KEY] = json.dumps(list(params))
-    arrays = {k: np.ascontiguousarray(v) for k, v in params.items()}
+    # (np.ascontiguousarray would turn a 0-d array into shape (1,))
+    arrays = {k: np.require(v, requirements="C") for k, v in params.items()}
     return bytes(_st_save(arrays, metadata=meta))
 
 

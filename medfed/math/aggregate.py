@@ -34,7 +34,9 @@ def is_finite(params: Params) -> bool:
     for arr in params.values():
         if not np.issubdtype(arr.dtype, np.floating) or arr.size == 0:
             continue
-        if np.isfinite(np.sum(arr, dtype=np.float64 if arr.size < _CHUNK else None)):
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = np.sum(arr)
+        if np.isfinite(total):
             continue
         if not np.isfinite(arr).all():
             return False
@@ -92,7 +94,7 @@ class WeightedMean:
             dtype = self._dtypes[name]
             if not np.issubdtype(dtype, np.floating):
                 mean = np.rint(mean)
-            out.append((name, mean.astype(dtype, copy=False)))
+            out.append((name, np.asarray(mean).astype(dtype, copy=False)))
         return Params(out)
 
 

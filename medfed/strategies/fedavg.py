@@ -19,7 +19,7 @@ def apply_delta(params: Params, delta: Params | None, *, scale: float = 1.0) -> 
     for name, value in params.items():
         step = delta[name]
         new = value + (step if scale == 1.0 else step * value.dtype.type(scale))
-        new = new.astype(value.dtype, copy=False)
+        new = np.asarray(new).astype(value.dtype, copy=False)
         new.flags.writeable = False
         out.append((name, new))
     return Params(out)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ def _send(conn: Connection, header: dict[str, Any], blobs: Sequence[bytes] = ())
 
 
 def _worker_main(conn: Connection, factory: SiteFactory, threads: int) -> None:
+    # Ctrl-C is the coordinator's to handle: it stops the run and then the workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     sites: dict[str, SiteRuntime] = {}
     torch_threads_set = False

@@ -1,0 +1,147 @@
+"""A run's summary: JSON for machines, Markdown for people, a Rich table for the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medfed.orchestration.simulation import Comparison, SimulationResult
+from medfed.records import Metrics
+
+__all__ = ["comparison_table", "summary_dict", "summary_markdown"]
+
+_PRIMARY = ("accuracy", "auroc", "c_index")
+
+
+def _metric_names(result: SimulationResult) -> list[str]:
+    """The headline metrics this run measured (accuracy and AUROC, or the C-index)."""
+    last = result.history[-1].eval_summary if result.history else None
+    if last is None:
+        return []
+    return [name for name in _PRIMARY if getattr(last, name) is not None]
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _get(m: Metrics | None, name: str) -> float | None:
+    return None if m is None else getattr(m, name)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def summary_dict(result: SimulationResult, *, model_sha256: str | None = None) -> dict[str, Any]:
+    last = result.history[-1] if result.history else None
+    out: dict[str, Any] = {
+        "dataset": result.dataset,
+        "sites": result.sites,
+        "rounds_done": len(result.history),
+        "seconds": round(result.seconds, 3),
+        "model_sha256": model_sha256,
+        "final": None if last is None or last.eval_summary is None else last.eval_summary.as_dict(),
+        "final_per_site": {}
+        if last is None
+        else {s: m.as_dict() for s, m in last.eval_metrics.items()},
+        "failures": {
+            str(r.round): {s: str(f) for s, f in r.failures.items()}
+            for r in result.history
+            if r.failures
+        },
+    }
+    if result.comparison:
+        out["comparison"] = [
+            {
+                "site": c.site,
+                "num_test": c.num_test,
+                "federated": None if c.federated is None else c.federated.as_dict(),
+                "local_only": None if c.local is None else c.local.as_dict(),
+                "pooled": None if c.pooled is None else c.pooled.as_dict(),
+            }
+            for c in result.comparison
+        ]
+    return out
+
+
+def comparison_rows(result: SimulationResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: per site, each metric for federated / local-only / pooled."""
+    names = _metric_names(result)
+    header = ["site", "test patients"]
+    for name in names:
+        label = {"accuracy": "accuracy", "auroc": "AUROC", "c_index": "C-index"}[name]
+        header += [f"{label} fed", f"{label} local", f"{label} pooled"]
+    rows: list[list[str]] = []
+    comp: list[Comparison] = result.comparison
+    for c in comp:
+        row = [c.site, str(c.num_test)]
+        for name in names:
+            row += [
+                _fmt(_get(c.federated, name)),
+                _fmt(_get(c.local, name)),
+                _fmt(_get(c.pooled, name)),
+            ]
+        rows.append(row)
+    if comp:
+        row = ["mean over sites", str(sum(c.num_test for c in comp))]
+        for name in names:
+            row += [
+                _fmt(_mean([_get(c.federated, name) for c in comp])),
+                _fmt(_mean([_get(c.local, name) for c in comp])),
+                _fmt(_mean([_get(c.pooled, name) for c in comp])),
+            ]
+        rows.append(row)
+    return header, rows
+
+
+def comparison_table(result: SimulationResult) -> Any:
+    """A Rich table of the comparison (imported lazily: rich is only needed by the CLI)."""
+    from rich.table import Table
+
+    header, rows = comparison_rows(result)
+    table = Table(title="Each hospital's own held-out patients: federated vs local-only vs pooled")
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for i, row in enumerate(rows):
+        table.add_row(*row, end_section=i == len(rows) - 2)
+    return table
+
+
+def summary_markdown(
+    result: SimulationResult, *, status: str = "complete", model_sha256: str | None = None
+) -> str:
+    lines = [
+        f"# medfed run — {result.dataset}",
+        "",
+        f"- status: {status}",
+        f"- sites: {', '.join(result.sites)}",
+        f"- rounds done: {len(result.history)}",
+        f"- wall time: {result.seconds:.1f} s",
+    ]
+    if model_sha256:
+        lines.append(f"- global model: model.safetensors (sha256 {model_sha256})")
+    last = result.history[-1] if result.history else None
+    if last is not None and last.eval_summary is not None:
+        final = ", ".join(
+            f"{k} {v:.4g}"
+            for k, v in last.eval_summary.as_dict().items()
+            if v is not None and k != "num_examples"
+        )
+        lines.append(f"- final federated evaluation (example-weighted over sites): {final}")
+    failed = sum(len(r.failures) for r in result.history)
+    if failed:
+        lines.append(f"- site failures over the run: {failed} (see metrics.jsonl, column error)")
+    if result.comparison:
+        header, rows = comparison_rows(result)
+        lines += ["", "## Federated vs local-only vs pooled, on each site's own test set", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines += [
+            "",
+            "Local-only: the site trains alone with the same trainer, rounds and epochs. Pooled: "
+            "one model trained on all sites' training records together (not possible in practice; "
+            "the reference a federation tries to reach).",
+        ]
+    return "\n".join(lines) + "\n"
