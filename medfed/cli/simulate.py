@@ -165,10 +165,13 @@ def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
     from medfed.errors import MedfedError, RunInterrupted
     from medfed.orchestration.driver import RoundResult
     from medfed.orchestration.run_store import RunStore
-    from medfed.orchestration.simulation import SimulationResult, simulate
+    from medfed.orchestration.simulation import Simulation, SimulationResult
     from medfed.reporting.summary import comparison_table, summary_dict, summary_markdown
 
     assert config.out is not None
+    RunStore.check_free(config.out, overwrite=overwrite)
+    with err.status("preparing data and model…"):
+        simulation = Simulation(config)
     store = RunStore(config.out, overwrite=overwrite)
     store.start(config)
     out.print(f"[bold]{title}[/]  →  run folder [cyan]{store.path}[/]")
@@ -224,7 +227,7 @@ def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
         with Progress(*columns, console=err, transient=False) as progress:
             live = _Live(progress)
             live.tasks["federated"] = progress.add_task("federated", total=config.rounds)
-            result = simulate(config, observers=[store, live], progress=live.step)
+            result = simulation.run(observers=[store, live], progress=live.step)
     except KeyboardInterrupt:
         res = partial("incomplete")
         store.mark(

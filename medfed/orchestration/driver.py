@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,7 +23,7 @@ import numpy as np
 from medfed.errors import RoundFailed
 from medfed.orchestration.backends.base import Backend, Request
 from medfed.orchestration.validate import check_update
-from medfed.records import Instruction, Metrics, Operation, Params, SiteFailure
+from medfed.records import ConfigValue, Instruction, Metrics, Operation, Params, SiteFailure
 from medfed.strategies.base import Strategy
 
 __all__ = ["RoundDriver", "RoundObserver", "RoundResult", "derive_seed"]
@@ -86,14 +86,19 @@ class RoundDriver:
         self._site_index = {name: i for i, name in enumerate(backend.site_names)}
 
     def _instruction(
-        self, operation: Operation, round: int, site: str, params: Params, config: dict[str, object]
+        self,
+        operation: Operation,
+        round: int,
+        site: str,
+        params: Params,
+        config: Mapping[str, ConfigValue],
     ) -> Instruction:
         seed = derive_seed(
             self.seed, _SITE, round, self._site_index[site], int(operation == Operation.EVALUATE)
         )
         return Instruction(
             operation=operation, round=round, params=params, seed=seed, config=config
-        )  # type: ignore[arg-type]
+        )
 
     def train_round(self, round: int, params: Params) -> RoundResult:
         """Sample, train, validate and aggregate; raises RoundFailed below the minimum."""

@@ -56,14 +56,18 @@ def read_status(path: str | Path) -> dict[str, Any]:
 class RunStore:
     """Writes one run folder. Also a round observer of the driver."""
 
+    @staticmethod
+    def check_free(path: str | Path, *, overwrite: bool = False) -> None:
+        """Refuse a destination that is a file, or that holds a run (unless ``overwrite``)."""
+        p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise UsageError(f"{p} exists and is not a folder; choose another --out")
+        if (p / "status.json").exists() and not overwrite:
+            raise UsageError(f"{p} already holds a run; choose another --out or pass --overwrite")
+
     def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
         self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise UsageError(f"{self.path} exists and is not a folder; choose another --out")
-        if (self.path / "status.json").exists() and not overwrite:
-            raise UsageError(
-                f"{self.path} already holds a run; choose another --out or pass --overwrite"
-            )
+        self.check_free(self.path, overwrite=overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
         for name in ("metrics.jsonl", "metrics.csv", "summary.json", "summary.md"):
             (self.path / name).unlink(missing_ok=True)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from medfed.data.base import DataSpec, FederatedDataset, SiteData
     from medfed.site.task import Task
 
-__all__ = ["Comparison", "SimulationResult", "SimulationSites", "simulate"]
+__all__ = ["Comparison", "Simulation", "SimulationResult", "SimulationSites", "simulate"]
 
 
 def _load_task(ref: str | None, spec: DataSpec) -> Task:
@@ -58,12 +58,16 @@ class SimulationSites:
     _dataset: FederatedDataset | None = field(default=None, repr=False)
     _task: Task | None = field(default=None, repr=False)
 
-    def __getstate__(self) -> dict[str, Any]:
+    def require_task_ref(self) -> None:
+        """Worker processes rebuild the task from a reference, not from an object."""
         if self._task is not None and self.task_ref is None and not _is_default(self._task):
             raise ConfigError(
                 "the process backend needs the task as a file reference (path.py:name); "
                 "pass --task or use the in-process backend"
             )
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.require_task_ref()
         state = dict(self.__dict__)
         state["_dataset"] = None
         state["_task"] = None
@@ -242,6 +246,82 @@ def run_baselines(
     return rows
 
 
+class Simulation:
+    """A prepared simulation: data, task, strategy and initial model, all checked up front.
+
+    Preparing first means a user mistake (unknown data set, bad task, impossible setting)
+    is reported before anything is written or trained.
+    """
+
+    def __init__(self, config: RunConfig, *, task: Task | None = None) -> None:
+        self.config = config
+        self.factory = SimulationSites(
+            data=config.data, seed=config.seed, settings=config.train, task_ref=config.task
+        )
+        if task is not None:
+            self.factory._task = task
+        dataset = self.factory.dataset
+        if config.strategy.min_sites > len(dataset.sites):
+            raise ConfigError(
+                f"strategy.min_sites is {config.strategy.min_sites} but the data set "
+                f"{dataset.name!r} has only {len(dataset.sites)} sites"
+            )
+        self.strategy = make_strategy(
+            config.strategy.name,
+            fraction=config.strategy.fraction,
+            min_sites=config.strategy.min_sites,
+            options=config.strategy.options,
+        )
+        self.initial = self.factory.task.initial_params(dataset.spec, seed=config.seed)
+        self.factory.names = dataset.site_names
+        if config.backend.kind == "process":
+            self.factory.require_task_ref()
+
+    @property
+    def dataset(self) -> FederatedDataset:
+        return self.factory.dataset
+
+    def run(
+        self, *, observers: Sequence[RoundObserver] = (), progress: Progress | None = None
+    ) -> SimulationResult:
+        """Train, evaluate every round, then the baselines if configured."""
+        config = self.config
+        start = time.perf_counter()
+        backend = make_backend(config, self.factory)
+        history: list[RoundResult] = []
+
+        class _Keep:
+            def on_round_end(self, result: RoundResult) -> None:
+                history.append(result)
+                if progress is not None:
+                    progress("federated", result.round, config.rounds)
+
+        try:
+            driver = RoundDriver(
+                strategy=self.strategy,
+                backend=backend,
+                seed=config.seed,
+                evaluate_every=config.evaluation.every,
+                observers=[*observers, _Keep()],
+            )
+            params = driver.run(self.initial, rounds=config.rounds)
+            comparison: list[Comparison] = []
+            if config.evaluation.baselines:
+                comparison = run_baselines(
+                    config, self.factory, backend, self.initial, history[-1].eval_metrics, progress
+                )
+        finally:
+            backend.close()
+        return SimulationResult(
+            params=params,
+            history=history,
+            comparison=comparison,
+            dataset=self.dataset.name,
+            sites=self.dataset.site_names,
+            seconds=time.perf_counter() - start,
+        )
+
+
 def simulate(
     config: RunConfig,
     *,
@@ -250,57 +330,4 @@ def simulate(
     progress: Progress | None = None,
 ) -> SimulationResult:
     """Run a simulated federation as configured. Raises RoundFailed, ConfigError, DataError."""
-    start = time.perf_counter()
-    factory = SimulationSites(
-        data=config.data, seed=config.seed, settings=config.train, task_ref=config.task
-    )
-    if task is not None:
-        factory._task = task
-    dataset = factory.dataset
-    n_sites = len(dataset.sites)
-    if config.strategy.min_sites > n_sites:
-        raise ConfigError(
-            f"strategy.min_sites is {config.strategy.min_sites} but the data set "
-            f"{dataset.name!r} has only {n_sites} sites"
-        )
-    strategy = make_strategy(
-        config.strategy.name,
-        fraction=config.strategy.fraction,
-        min_sites=config.strategy.min_sites,
-        options=config.strategy.options,
-    )
-    initial = factory.task.initial_params(dataset.spec, seed=config.seed)
-    factory.names = dataset.site_names
-    backend = make_backend(config, factory)
-    history: list[RoundResult] = []
-
-    class _Keep:
-        def on_round_end(self, result: RoundResult) -> None:
-            history.append(result)
-            if progress is not None:
-                progress("federated", result.round, config.rounds)
-
-    try:
-        driver = RoundDriver(
-            strategy=strategy,
-            backend=backend,
-            seed=config.seed,
-            evaluate_every=config.evaluation.every,
-            observers=[*observers, _Keep()],
-        )
-        params = driver.run(initial, rounds=config.rounds)
-        comparison: list[Comparison] = []
-        if config.evaluation.baselines:
-            comparison = run_baselines(
-                config, factory, backend, initial, history[-1].eval_metrics, progress
-            )
-    finally:
-        backend.close()
-    return SimulationResult(
-        params=params,
-        history=history,
-        comparison=comparison,
-        dataset=dataset.name,
-        sites=dataset.site_names,
-        seconds=time.perf_counter() - start,
-    )
+    return Simulation(config, task=task).run(observers=observers, progress=progress)

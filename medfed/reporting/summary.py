@@ -97,12 +97,28 @@ def comparison_rows(result: SimulationResult) -> tuple[list[str], list[list[str]
 
 def comparison_table(result: SimulationResult) -> Any:
     """A Rich table of the comparison (imported lazily: rich is only needed by the CLI)."""
+    from rich import box
     from rich.table import Table
 
     header, rows = comparison_rows(result)
-    table = Table(title="Each hospital's own held-out patients: federated vs local-only vs pooled")
+    table = Table(
+        title="Each hospital's own held-out patients",
+        caption="fed = federated · local = hospital alone · pooled = all records together"
+        "\nn = held-out test patients",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
+        if i == 0:
+            table.add_column(h, no_wrap=True)
+        elif i == 1:
+            table.add_column("n", justify="right")
+        else:
+            metric, _, model = h.rpartition(" ")
+            metric = {"accuracy": "acc."}.get(metric, metric)
+            table.add_column(
+                f"{metric}\n{model}", justify="right", style="bold" if model == "fed" else ""
+            )
     for i, row in enumerate(rows):
         table.add_row(*row, end_section=i == len(rows) - 2)
     return table

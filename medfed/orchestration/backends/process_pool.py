@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, cast
 
 from medfed.orchestration.backends.base import Request, SiteFactory
 from medfed.records import Instruction, Reply, SiteFailure
@@ -119,7 +119,7 @@ class ProcessPoolBackend:
         self._names = list(factory.site_names)
         self._n = min(workers, max(1, len(self._names)))
         self._threads = threads_per_worker
-        self._ctx = mp.get_context(start_method)
+        self._ctx: Any = mp.get_context(start_method)
         self._workers: dict[int, _Worker] = {}
         self._home = {name: i % self._n for i, name in enumerate(self._names)}
 
@@ -230,10 +230,11 @@ class ProcessPoolBackend:
                     )
                     outstanding[conn] = set()
                 continue
-            for conn in conns:
+            for ready_conn in conns:
+                conn = cast(Connection, ready_conn)
                 try:
-                    header = json.loads(conn.recv_bytes())  # type: ignore[union-attr]
-                    blob = conn.recv_bytes() if header.pop("has_blob") else None  # type: ignore[union-attr]
+                    header = json.loads(conn.recv_bytes())
+                    blob = conn.recv_bytes() if header.pop("has_blob") else None
                 except (EOFError, OSError):
                     self._fail(
                         owner[conn],

@@ -1,0 +1,5 @@
+import sys
+
+from medfed.cli.main import main
+
+sys.exit(main())

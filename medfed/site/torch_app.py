@@ -1,0 +1,374 @@
+"""The PyTorch site app: a :class:`~medfed.site.task.Task` trained on one site's data.
+
+``TorchSiteApp`` builds the task's model once and, on every call, copies the received params
+into it (names are the model's ``state_dict`` keys, buffers included; dtypes and shapes must
+match exactly), trains or evaluates, and hands back fresh numpy arrays.
+
+The default training loop and evaluation live here too, with the :data:`~medfed.site.task.TrainFn`
+and :data:`~medfed.site.task.EvalFn` signatures, so a task's own functions can call or wrap them.
+
+Determinism: the same params and the same ``instruction.seed`` give bit-identical trained
+params on the CPU (shuffling comes from a seeded generator; the global torch RNG is seeded
+for the call and restored afterwards). CUDA kernels may not be bit-reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor, nn
+
+from medfed.config import TrainSettings
+from medfed.data.base import DataSpec, SiteData, TaskKind
+from medfed.math.metrics import accuracy, auroc, concordance_index
+from medfed.records import Instruction, Metrics, Params
+from medfed.site.app import FitResult
+from medfed.site.losses import cox_ph_loss, loss_for
+from medfed.site.task import EvalFn, Task, TrainContext, TrainFn
+
+__all__ = [
+    "PROXIMAL_MU",
+    "TorchSiteApp",
+    "as_tensor",
+    "batch_indices",
+    "default_evaluate",
+    "default_train",
+    "load_params",
+    "make_optimizer",
+    "params_from_model",
+    "resolve_device",
+]
+
+PROXIMAL_MU = "proximal_mu"
+"""Config key of FedProx's proximal weight μ; the default loop adds (μ/2)·‖w − w_global‖²."""
+
+_EVAL_CHUNK_BYTES = 64 * 2**20
+
+
+# --- params <-> model ----------------------------------------------------------------------
+
+
+def params_from_model(model: nn.Module) -> Params:
+    """The model's ``state_dict`` (parameters and persistent buffers) as fresh numpy arrays."""
+    out = []
+    for name, tensor in model.state_dict().items():
+        if tensor.dtype == torch.bfloat16:
+            raise TypeError(
+                f"{name!r} is bfloat16, which numpy cannot hold; keep the model in float32 "
+                "and use autocast for mixed precision"
+            )
+        out.append((name, tensor.detach().to("cpu", copy=True).numpy()))
+    return Params(out)
+
+
+def load_params(model: nn.Module, params: Params) -> None:
+    """Copy ``params`` into the model in place; names, order, shapes and dtypes must match.
+
+    The arrays may be read-only: they are copied, never shared with the model.
+    """
+    state = model.state_dict()
+    if list(state) != list(params):
+        missing = [k for k in state if k not in params]
+        unexpected = [k for k in params if k not in state]
+        detail = (
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+            if missing or unexpected
+            else "the same names in another order"
+        )
+        raise ValueError(f"the params do not match the model's state_dict: {detail}")
+    with torch.no_grad():
+        for name, target in state.items():
+            array = params[name]
+            source = torch.from_numpy(array if array.flags.writeable else array.copy())
+            if source.shape != target.shape or source.dtype != target.dtype:
+                raise ValueError(
+                    f"param {name!r} is {array.dtype}{list(array.shape)} but the model holds "
+                    f"{str(target.dtype).removeprefix('torch.')}{list(target.shape)}"
+                )
+            target.copy_(source)
+
+
+# --- small helpers a custom training loop may reuse -----------------------------------------
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as given, else CUDA when available, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def as_tensor(
+    array: npt.NDArray[Any], *, dtype: torch.dtype | None = None, device: torch.device
+) -> Tensor:
+    """A tensor for a numpy array: shares memory when it can, copies read-only arrays."""
+    source = torch.from_numpy(array if array.flags.writeable else np.array(array))
+    return source.to(device=device, dtype=dtype)
+
+
+def batch_indices(n: int, batch_size: int, *, generator: torch.Generator) -> Iterator[Tensor]:
+    """A shuffled pass over ``range(n)`` in batches of ``batch_size``.
+
+    A last batch of a single example is merged into the one before it, since batch
+    normalisation cannot train on one example.
+    """
+    order = torch.randperm(n, generator=generator)
+    bounds = [*range(0, n, batch_size), n]
+    if len(bounds) > 2 and n - bounds[-2] == 1:
+        del bounds[-2]
+    for start, stop in itertools.pairwise(bounds):
+        yield order[start:stop]
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """SGD (with momentum and weight decay) or Adam, as the settings say."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(
+            params, lr=settings.learning_rate, weight_decay=settings.weight_decay
+        )
+    return torch.optim.SGD(
+        params,
+        lr=settings.learning_rate,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _label_tensor(y: npt.NDArray[Any], kind: TaskKind, device: torch.device) -> Tensor:
+    if kind is TaskKind.SURVIVAL:
+        return as_tensor(y, dtype=torch.float64, device=device)
+    return as_tensor(y, dtype=torch.int64, device=device)
+
+
+# --- the default training loop and evaluation -------------------------------------------------
+
+
+def default_train(model: nn.Module, data: SiteData, ctx: TrainContext) -> Metrics:
+    """Mini-batch training for ``ctx.settings.local_epochs`` epochs with the kind's loss.
+
+    Losses: BCE on one logit (binary), cross-entropy (multiclass), Cox partial likelihood
+    within each batch (survival; a batch without an event is skipped). When the round's
+    config has ``proximal_mu`` > 0, FedProx's term (μ/2)·‖w − w_received‖² is added.
+    Returns the last epoch's mean training loss (and accuracy for classification).
+    """
+    spec, settings = ctx.spec, ctx.settings
+    n = data.num_train
+    if n == 0:
+        return Metrics(num_examples=0)
+    x = as_tensor(data.x_train, dtype=_float_dtype(model), device=ctx.device)
+    y = _label_tensor(data.y_train, spec.kind, ctx.device)
+    loss_fn = loss_for(spec)
+    optimizer = make_optimizer(model, settings)
+    mu = float(ctx.config.get(PROXIMAL_MU, 0.0))
+    anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
+    survival = spec.kind is TaskKind.SURVIVAL
+    events = np.asarray(data.y_train[:, 1], dtype=np.float64) > 0 if survival else None
+
+    model.train()
+    for _ in range(settings.local_epochs):
+        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
+        seen = 0
+        for idx in batch_indices(n, settings.batch_size, generator=ctx.generator):
+            if events is not None and not events[idx.numpy()].any():
+                continue  # no event: the partial likelihood has nothing to compare
+            idx_dev = idx.to(ctx.device)
+            xb, yb = x[idx_dev], y[idx_dev]
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            objective = loss
+            if mu > 0:
+                prox = sum(
+                    ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
+                )
+                objective = loss + 0.5 * mu * prox
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            batch = len(idx)
+            seen += batch
+            loss_sum += loss.detach().to(torch.float64) * batch
+            if not survival:
+                correct += (_predict(out.detach(), spec) == yb).sum()
+    mean_loss = float(loss_sum) / seen if seen else None
+    if mean_loss is not None and not math.isfinite(mean_loss):
+        raise FloatingPointError(
+            f"training diverged in round {ctx.round} (the loss became {mean_loss}); "
+            "lower train.learning_rate or check the site's features for extreme values"
+        )
+    acc = int(correct) / seen if seen and not survival else None
+    return Metrics(num_examples=n, loss=mean_loss, accuracy=acc)
+
+
+def _predict(logits: Tensor, spec: DataSpec) -> Tensor:
+    if spec.kind is TaskKind.BINARY:
+        return (logits.reshape(-1) > 0).to(torch.int64)
+    return logits.argmax(dim=1)
+
+
+def _forward_all(model: nn.Module, x: npt.NDArray[Any]) -> Tensor:
+    """Model outputs for all rows of ``x``, in chunks of about 64 MiB of input."""
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = _float_dtype(model)
+    row_bytes = max(1, int(np.prod(x.shape[1:])) * x.itemsize)
+    chunk = max(1, _EVAL_CHUNK_BYTES // row_bytes)
+    outs = [
+        model(as_tensor(x[start : start + chunk], dtype=dtype, device=device))
+        for start in range(0, len(x), chunk)
+    ]
+    return torch.cat(outs).cpu()
+
+
+def default_evaluate(
+    model: nn.Module, x: npt.NDArray[Any], y: npt.NDArray[Any], spec: DataSpec
+) -> Metrics:
+    """Loss and the kind's metrics on held-out data.
+
+    Binary: accuracy (sigmoid ≥ 0.5, i.e. logit > 0) and AUROC; multiclass: accuracy and
+    macro one-vs-rest AUROC on softmax probabilities; survival: the Cox loss over the whole
+    set (None without events) and Harrell's C-index with the model output as the risk.
+    """
+    n = len(x)
+    if n == 0:
+        return Metrics(num_examples=0)
+    with torch.no_grad():
+        out = _forward_all(model, x)
+        target = _label_tensor(y, spec.kind, torch.device("cpu"))
+        if spec.kind is TaskKind.SURVIVAL:
+            risk = out.reshape(-1)
+            has_events = bool((target[:, 1] > 0).any())
+            loss = float(cox_ph_loss(risk, target[:, 0], target[:, 1])) if has_events else None
+            c_index = concordance_index(
+                times=y[:, 0], events=y[:, 1], risk=risk.to(torch.float64).numpy()
+            )
+            return Metrics(num_examples=n, loss=loss, c_index=c_index)
+        loss = float(loss_for(spec)(out, target))
+        predicted = _predict(out, spec).numpy()
+        if spec.kind is TaskKind.BINARY:
+            scores = out.reshape(-1).to(torch.float64).numpy()
+        else:
+            scores = torch.softmax(out.to(torch.float64), dim=1).numpy()
+    return Metrics(
+        num_examples=n,
+        loss=loss,
+        accuracy=accuracy(labels=y, predicted=predicted),
+        auroc=auroc(labels=y, scores=scores),
+    )
+
+
+# --- the site app ---------------------------------------------------------------------------
+
+
+class TorchSiteApp:
+    """A :class:`~medfed.site.app.SiteApp` for a torch task on one site's data.
+
+    The model is built once; each call loads the received params into it.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        data: SiteData,
+        spec: DataSpec,
+        settings: TrainSettings,
+        *,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.task = task
+        self.data = data
+        self.spec = spec
+        self.settings = settings
+        self.device = resolve_device(device)
+        with _seeded(0, self.device):
+            model = task.build_model(spec)
+        self.model = model.to(self.device)
+        self._layout = params_from_model(self.model).specs
+        # Training sees the training records only: the held-out set stays out of reach.
+        self._train_data = replace(data, x_test=data.x_test[:0], y_test=data.y_test[:0])
+        self._train: TrainFn = task.train or default_train
+        self._evaluate: EvalFn = task.evaluate or default_evaluate
+
+    def __repr__(self) -> str:
+        return f"TorchSiteApp({self.task.name!r}, site={self.data.name!r}, device={self.device})"
+
+    def fit(self, params: Params, instruction: Instruction) -> FitResult:
+        """Train from ``params`` with the instruction's seed; returns fresh arrays."""
+        load_params(self.model, params)
+        shuffle_seed, torch_seed = np.random.SeedSequence(instruction.seed % 2**64).generate_state(
+            2, np.uint64
+        )
+        generator = torch.Generator().manual_seed(int(shuffle_seed))
+        ctx = TrainContext(
+            settings=self.settings,
+            spec=self.spec,
+            seed=instruction.seed,
+            round=instruction.round,
+            config=instruction.config,
+            device=self.device,
+            generator=generator,
+        )
+        n = self.data.num_train
+        with _seeded(int(torch_seed), self.device):
+            self.model.train()
+            metrics = self._train(self.model, self._train_data, ctx)
+        metrics = _completed(metrics, n, "train")
+        trained = params_from_model(self.model)
+        if trained.specs != self._layout:
+            raise ValueError(
+                f"task {self.task.name!r}: training changed the model's parameter layout; "
+                "a train function must update the model's weights in place"
+            )
+        return FitResult(params=trained, num_examples=n, metrics=metrics)
+
+    def evaluate(self, params: Params, instruction: Instruction) -> Metrics:
+        """Metrics of ``params`` on the site's held-out test set."""
+        load_params(self.model, params)
+        self.model.eval()
+        with _seeded(instruction.seed % 2**64, self.device), torch.no_grad():
+            metrics = self._evaluate(self.model, self.data.x_test, self.data.y_test, self.spec)
+        return _completed(metrics, self.data.num_test, "evaluate")
+
+
+def _completed(metrics: Metrics | None, n: int, role: str) -> Metrics:
+    if metrics is None:
+        return Metrics(num_examples=n)
+    if not isinstance(metrics, Metrics):
+        raise TypeError(
+            f"the task's {role} function must return medfed.records.Metrics, "
+            f"got {type(metrics).__name__}"
+        )
+    return metrics if metrics.num_examples else replace(metrics, num_examples=n)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG for the block, and restore the caller's state afterwards.
+
+    Only the CPU generator (and CUDA's when training there) is seeded: ``torch.manual_seed``
+    also queues lazy seeding of every accelerator backend, which costs more than a small
+    model's whole evaluation.
+    """
+    cuda = device.type == "cuda"
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
+        yield
