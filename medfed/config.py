@@ -163,7 +163,8 @@ class RunConfig:
         return replace(self, **top)
 
     def to_dict(self) -> dict[str, Any]:
-        return _drop_none(asdict(self))
+        out: dict[str, Any] = _drop_none(asdict(self))
+        return out
 
 
 def _check(condition: bool, message: str) -> None:

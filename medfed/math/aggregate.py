@@ -8,6 +8,7 @@ chunks, which avoids a full-size temporary per update.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,7 +44,7 @@ def is_finite(params: Params) -> bool:
     return True
 
 
-def _acc_dtype(dtype: np.dtype[np.generic]) -> np.dtype[np.generic]:
+def _acc_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     if np.issubdtype(dtype, np.floating) and dtype.itemsize >= 4:
         return dtype
     return np.dtype(np.float64)
@@ -99,10 +100,10 @@ class WeightedMean:
 
 
 def _axpy(
-    acc: npt.NDArray[np.generic],
-    x: npt.NDArray[np.generic],
+    acc: npt.NDArray[Any],
+    x: npt.NDArray[Any],
     weight: float,
-    scratch: npt.NDArray[np.generic],
+    scratch: npt.NDArray[Any],
 ) -> None:
     """acc += weight * x, chunked so no full-size temporary is made."""
     flat_acc = acc.reshape(-1)
@@ -130,13 +131,17 @@ def weighted_mean(items: Iterable[tuple[Params, float]]) -> Params | None:
     return None if mean is None else mean.result()
 
 
+def _stack(items: Sequence[Params], name: str) -> npt.NDArray[np.float64]:
+    return np.stack([p[name].astype(np.float64) for p in items])
+
+
 def coordinate_median(items: Sequence[Params]) -> Params:
     """Coordinate-wise median (Yin et al. 2018): robust to a minority of outlying sites."""
     if not items:
         raise ValueError("the median of no updates is undefined")
     first = items[0]
     return Params(
-        (k, np.median(np.stack([p[k] for p in items]), axis=0).astype(v.dtype))
+        (k, np.asarray(np.median(_stack(items, k), axis=0)).astype(v.dtype))
         for k, v in first.items()
     )
 
@@ -150,7 +155,7 @@ def trimmed_mean(items: Sequence[Params], *, trim_fraction: float) -> Params:
     k = int(len(items) * trim_fraction)
     out = []
     for name, v in items[0].items():
-        stacked = np.sort(np.stack([p[name] for p in items]), axis=0)
+        stacked = np.sort(_stack(items, name), axis=0)
         kept = stacked[k : len(items) - k]
         out.append((name, kept.mean(axis=0).astype(v.dtype)))
     return Params(out)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from medfed.math.aggregate import WeightedMean
 from medfed.records import Params, Update
@@ -17,7 +20,7 @@ def apply_delta(params: Params, delta: Params | None, *, scale: float = 1.0) -> 
         return params
     out = []
     for name, value in params.items():
-        step = delta[name]
+        step: npt.NDArray[Any] = delta[name]
         new = value + (step if scale == 1.0 else step * value.dtype.type(scale))
         new = np.asarray(new).astype(value.dtype, copy=False)
         new.flags.writeable = False
