@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as _st_load
-from safetensors.numpy import save as _st_save
 
 from medfed.errors import IntegrityError, SerializationError
 from medfed.records import Instruction, Metrics, Operation, Params, Reply, SiteFailure, Update
@@ -48,17 +47,54 @@ def sha256_hex(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_DTYPE_CODES = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint64": "U64",
+    "uint32": "U32",
+    "uint16": "U16",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+
+
 def params_to_bytes(params: Params, metadata: Mapping[str, str] | None = None) -> bytes:
-    """Encode params (and string metadata) as a safetensors blob that remembers their order."""
+    """Encode params (and string metadata) as a safetensors blob that remembers their order.
+
+    The bytes are canonical: the same params and metadata always give the same blob (and so
+    the same sha256), which content-addressed storage relies on. The blob is read back by the
+    safetensors library itself.
+    """
     meta = dict(metadata or {})
     for key, value in meta.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("safetensors metadata must map str to str")
     meta[_VERSION_KEY] = FORMAT_VERSION
     meta[_ORDER_KEY] = json.dumps(list(params))
-    # (np.ascontiguousarray would turn a 0-d array into shape (1,))
-    arrays = {k: np.require(v, requirements="C") for k, v in params.items()}
-    return bytes(_st_save(arrays, metadata=meta))
+    header: dict[str, Any] = {"__metadata__": meta}
+    chunks: list[bytes | memoryview] = []
+    offset = 0
+    for name, value in params.items():
+        code = _DTYPE_CODES.get(value.dtype.name)
+        if code is None:
+            raise TypeError(f"tensor {name!r} has dtype {value.dtype}, which cannot be stored")
+        arr = np.require(value, dtype=value.dtype.newbyteorder("<"), requirements="C")
+        data = memoryview(arr).cast("B") if arr.size else b""
+        header[name] = {
+            "dtype": code,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
+        chunks.append(data)
+        offset += arr.nbytes
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return b"".join([len(raw).to_bytes(8, "little"), raw, *chunks])
 
 
 def params_from_bytes(

@@ -103,3 +103,28 @@ def test_malformed_reply_header_is_refused() -> None:
     h["num_examples"] = "3"
     with pytest.raises(SerializationError):
         reply_from_wire(h, blob)
+
+
+def test_encoding_is_canonical() -> None:
+    p = _params()
+    a = params_to_bytes(p, {"round": "1", "job": "j"})
+    b = params_to_bytes(p.copy(), {"job": "j", "round": "1"})
+    assert a == b
+
+
+def test_big_endian_and_empty_tensors_round_trip() -> None:
+    p = Params(
+        [
+            ("be", np.arange(4, dtype=">f4")),
+            ("empty", np.zeros((0, 3), np.float32)),
+            ("mask", np.array([True, False])),
+        ]
+    )
+    q, _ = params_from_bytes(params_to_bytes(p))
+    np.testing.assert_array_equal(q["be"], np.arange(4, dtype=np.float32))
+    assert q["empty"].shape == (0, 3) and q["mask"].dtype == np.bool_
+
+
+def test_unsupported_dtype_is_a_clear_error() -> None:
+    with pytest.raises(TypeError, match="complex"):
+        params_to_bytes(Params({"c": np.zeros(2, np.complex64)}))
