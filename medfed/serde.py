@@ -79,12 +79,12 @@ def params_to_bytes(params: Params, metadata: Mapping[str, str] | None = None) -
     header: dict[str, Any] = {"__metadata__": meta}
     chunks: list[bytes | memoryview] = []
     offset = 0
-    for name, value in params.items():
-        code = _DTYPE_CODES.get(value.dtype.name)
+    for name, tensor in params.items():
+        code = _DTYPE_CODES.get(tensor.dtype.name)
         if code is None:
-            raise TypeError(f"tensor {name!r} has dtype {value.dtype}, which cannot be stored")
-        arr = np.require(value, dtype=value.dtype.newbyteorder("<"), requirements="C")
-        data = memoryview(arr).cast("B") if arr.size else b""
+            raise TypeError(f"tensor {name!r} has dtype {tensor.dtype}, which cannot be stored")
+        arr = np.require(tensor, dtype=tensor.dtype.newbyteorder("<"), requirements=["C"])
+        data = arr.reshape(-1).view(np.uint8).data if arr.size else b""
         header[name] = {
             "dtype": code,
             "shape": list(arr.shape),
