@@ -39,6 +39,17 @@ class TensorSpec:
     dtype: str
 
 
+_DTYPE_NAMES: dict[np.dtype[np.generic], str] = {}
+
+
+def _dtype_name(dtype: np.dtype[np.generic]) -> str:
+    """``str(dtype)`` is computed in Python on every call; there are few dtypes, so memoize."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
+
+
 class Params(Mapping[str, Array]):
     """An ordered, named collection of numpy arrays: a model's weights or an update.
 
@@ -50,11 +61,12 @@ class Params(Mapping[str, Array]):
     (['w', 'b'], 9, 36)
     """
 
-    __slots__ = ("_arrays",)
+    __slots__ = ("_arrays", "_specs")
 
     def __init__(self, arrays: Mapping[str, Array] | Iterable[tuple[str, Array]] = ()) -> None:
         items = arrays.items() if isinstance(arrays, Mapping) else arrays
         self._arrays: dict[str, Array] = {}
+        self._specs: tuple[TensorSpec, ...] | None = None
         for name, value in items:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"parameter names must be non-empty strings, got {name!r}")
@@ -89,8 +101,15 @@ class Params(Mapping[str, Array]):
 
     @property
     def specs(self) -> tuple[TensorSpec, ...]:
-        """The layout (names, shapes, dtypes) that any update to these params must match."""
-        return tuple(TensorSpec(k, tuple(v.shape), str(v.dtype)) for k, v in self._arrays.items())
+        """The layout (names, shapes, dtypes) that any update to these params must match.
+
+        Computed once: a ``Params`` never gains, loses or reshapes a tensor.
+        """
+        if self._specs is None:
+            self._specs = tuple(
+                TensorSpec(k, v.shape, _dtype_name(v.dtype)) for k, v in self._arrays.items()
+            )
+        return self._specs
 
     @property
     def num_values(self) -> int:

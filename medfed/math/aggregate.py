@@ -23,22 +23,23 @@ __all__ = [
     "weighted_mean",
 ]
 
-_CHUNK = 1 << 16
+_CHUNK = 1 << 16  # values per chunk when tensors are large (fits in L2 cache)
+_SMALL = 1 << 20  # up to this many values, one full-size scratch buffer is cheaper
 
 
 def is_finite(params: Params) -> bool:
     """True when no value is NaN or infinite.
 
-    A sum is finite only if every term is, so one cheap reduction answers almost always;
-    the exact element-wise test runs only when the sum overflowed.
+    For large tensors a sum answers almost always without a full-size temporary (a sum is
+    finite only if every term is); the exact element-wise test runs only when it overflowed.
     """
     for arr in params.values():
-        if not np.issubdtype(arr.dtype, np.floating) or arr.size == 0:
+        if arr.dtype.kind != "f" or arr.size == 0:
             continue
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = np.sum(arr)
-        if np.isfinite(total):
-            continue
+        if arr.size > _SMALL:
+            with np.errstate(over="ignore", invalid="ignore"):
+                if np.isfinite(np.sum(arr)):
+                    continue
         if not np.isfinite(arr).all():
             return False
     return True
@@ -66,8 +67,9 @@ class WeightedMean:
         self._acc = {k: np.zeros(v.shape, _acc_dtype(v.dtype)) for k, v in like.items()}
         self._dtypes = {k: v.dtype for k, v in like.items()}
         largest = max((v.size for v in like.values()), default=0)
+        scratch_size = largest if largest <= _SMALL else _CHUNK
         self._scratch = {
-            dt: np.empty(min(largest, _CHUNK), dt) for dt in {a.dtype for a in self._acc.values()}
+            dt: np.empty(scratch_size, dt) for dt in {a.dtype for a in self._acc.values()}
         }
         self.total_weight = 0.0
         self.count = 0

@@ -26,16 +26,22 @@ from medfed.orchestration.validate import check_update
 from medfed.records import ConfigValue, Instruction, Metrics, Operation, Params, SiteFailure
 from medfed.strategies.base import Strategy
 
-__all__ = ["RoundDriver", "RoundObserver", "RoundResult", "derive_seed"]
+__all__ = ["RoundDriver", "RoundObserver", "RoundResult", "derive_seed", "derive_seeds"]
 
 _SAMPLING = 0x5A4D  # stream tags keep the sampling and site seeds independent
 _SITE = 0x517E
 
 
+def derive_seeds(seed: int, *tags: int, count: int) -> list[int]:
+    """``count`` 63-bit seeds for one purpose, derived from the run seed (SeedSequence)."""
+    words = np.random.SeedSequence([seed, *tags]).generate_state(2 * count, dtype=np.uint32)
+    w = words.tolist()
+    return [(w[2 * i] << 31) ^ w[2 * i + 1] for i in range(count)]
+
+
 def derive_seed(seed: int, *tags: int) -> int:
-    """A 63-bit seed for one purpose, derived from the run seed (SeedSequence)."""
-    words = np.random.SeedSequence([seed, *tags]).generate_state(2, dtype=np.uint32)
-    return int((int(words[0]) << 31) ^ int(words[1]))
+    """A 63-bit seed for one purpose, derived from the run seed."""
+    return derive_seeds(seed, *tags, count=1)[0]
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class RoundDriver:
         self.timeout = timeout
         self.observers = list(observers)
         self._site_index = {name: i for i, name in enumerate(backend.site_names)}
+        self._seeds: tuple[tuple[int, int], list[int]] = ((-1, -1), [])
 
     def _instruction(
         self,
@@ -93,9 +100,11 @@ class RoundDriver:
         params: Params,
         config: Mapping[str, ConfigValue],
     ) -> Instruction:
-        seed = derive_seed(
-            self.seed, _SITE, round, self._site_index[site], int(operation == Operation.EVALUATE)
-        )
+        key = (round, int(operation == Operation.EVALUATE))
+        if self._seeds[0] != key:  # one draw per round and operation, not one per site
+            count = len(self._site_index)
+            self._seeds = (key, derive_seeds(self.seed, _SITE, *key, count=count))
+        seed = self._seeds[1][self._site_index[site]]
         return Instruction(
             operation=operation, round=round, params=params, seed=seed, config=config
         )
@@ -127,6 +136,7 @@ class RoundDriver:
             trained.append(reply.site)
             if reply.metrics is not None:
                 train_metrics[reply.site] = reply.metrics
+            del reply  # the next site's update must not overlap this one in memory
         needed = self.strategy.min_sites
         if len(trained) < needed:
             detail = "; ".join(f"{s}: {f}" for s, f in failures.items()) or "no site replied"

@@ -36,7 +36,7 @@ def compute_delta(trained: Params, received: Params) -> Params:
     out = []
     for name, new in trained.items():
         old = received[name]
-        if new.flags.writeable and new.flags.owndata and not np.shares_memory(new, old):
+        if new.flags.writeable and new.flags.owndata and not np.may_share_memory(new, old):
             np.subtract(new, old, out=new)
             out.append((name, new))
         else:
