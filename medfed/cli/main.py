@@ -34,11 +34,17 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from medfed.cli import data, simulate
+    from medfed.cli import coordinator, data, job, node, node_start, provision, simulate
 
     cli.add_command(simulate.demo)
     cli.add_command(simulate.simulate)
     cli.add_command(data.data)
+    cli.add_command(provision.provision)
+    cli.add_command(coordinator.coordinator)
+    cli.add_command(coordinator.admin)
+    node.node.add_command(node_start.start)
+    cli.add_command(node.node)
+    cli.add_command(job.job)
 
 
 _register()

@@ -2,12 +2,11 @@
 
 ::
 
-    researcher ──(signed HTTPS)──► coordinator ◄──(signed HTTPS, outbound long-poll)── node at each hospital
-                                   │  API (FastAPI/uvicorn)                              │ SiteRuntime (same as simulation)
-                                   │  store (SQLAlchemy: jobs, rounds, tasks, audit)     │ task approval by the data steward
-                                   │  blobs (content-addressed safetensors)              │ egress ledger (hash-chained)
-                                   │  job runner: RoundDriver + RemoteBackend            │
-                                   ▼                                                     ▼
+    researcher ──signed HTTPS──► coordinator ◄──signed HTTPS (outbound long-poll)── node
+                                 API (FastAPI on uvicorn)              SiteRuntime, as simulated
+                                 store (SQLAlchemy)                    steward's task approval
+                                 blobs (content-addressed)             egress ledger (hash chain)
+                                 job runner: RoundDriver + RemoteBackend
 
 Modules: ``pki`` (federation CA, startup kits), ``signing`` (per-request signatures),
 ``store`` and ``blobs`` (coordinator state), ``remote_backend`` (the round driver's backend

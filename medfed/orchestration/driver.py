@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,22 +27,30 @@ from medfed.orchestration.validate import check_update
 from medfed.records import ConfigValue, Instruction, Metrics, Operation, Params, SiteFailure
 from medfed.strategies.base import Strategy
 
-__all__ = ["RoundDriver", "RoundObserver", "RoundResult", "derive_seed", "derive_seeds"]
+__all__ = ["RoundDriver", "RoundObserver", "RoundResult", "derive_seed", "site_seed"]
 
 _SAMPLING = 0x5A4D  # stream tags keep the sampling and site seeds independent
 _SITE = 0x517E
-
-
-def derive_seeds(seed: int, *tags: int, count: int) -> list[int]:
-    """``count`` 63-bit seeds for one purpose, derived from the run seed (SeedSequence)."""
-    words = np.random.SeedSequence([seed, *tags]).generate_state(2 * count, dtype=np.uint32)
-    w = words.tolist()
-    return [(w[2 * i] << 31) ^ w[2 * i + 1] for i in range(count)]
+_MASK64 = (1 << 64) - 1
 
 
 def derive_seed(seed: int, *tags: int) -> int:
-    """A 63-bit seed for one purpose, derived from the run seed."""
-    return derive_seeds(seed, *tags, count=1)[0]
+    """A 63-bit seed for one purpose, derived from the run seed (SeedSequence)."""
+    words = np.random.SeedSequence([seed, *tags]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+def site_seed(round_key: int, site: str) -> int:
+    """A site's seed within a round: splitmix64 of the round key and the site's name.
+
+    Keyed by name, not by position, so a site's seed does not change when other sites join
+    or leave a federation.
+    """
+    z = (round_key ^ zlib.crc32(site.encode())) & _MASK64
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) >> 1
 
 
 @dataclass(frozen=True)
@@ -89,8 +98,7 @@ class RoundDriver:
         self.evaluate_every = evaluate_every
         self.timeout = timeout
         self.observers = list(observers)
-        self._site_index = {name: i for i, name in enumerate(backend.site_names)}
-        self._seeds: tuple[tuple[int, int], list[int]] = ((-1, -1), [])
+        self._round_key: tuple[tuple[int, int], int] = ((-1, -1), 0)
 
     def _instruction(
         self,
@@ -101,10 +109,9 @@ class RoundDriver:
         config: Mapping[str, ConfigValue],
     ) -> Instruction:
         key = (round, int(operation == Operation.EVALUATE))
-        if self._seeds[0] != key:  # one draw per round and operation, not one per site
-            count = len(self._site_index)
-            self._seeds = (key, derive_seeds(self.seed, _SITE, *key, count=count))
-        seed = self._seeds[1][self._site_index[site]]
+        if self._round_key[0] != key:  # one SeedSequence per round and operation
+            self._round_key = (key, derive_seed(self.seed, _SITE, *key))
+        seed = site_seed(self._round_key[1], site)
         return Instruction(
             operation=operation, round=round, params=params, seed=seed, config=config
         )

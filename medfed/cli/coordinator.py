@@ -1,0 +1,124 @@
+"""``medfed coordinator``: run the federation's coordinator; ``medfed admin``: revoke, audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_KIT = click.option(
+    "--kit",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    envvar="MEDFED_KIT",
+    help="Startup kit folder from `medfed provision`.",
+)
+
+
+@click.group()
+def coordinator() -> None:
+    """The coordinator: serves the federation's API over HTTPS and drives its jobs."""
+
+
+@coordinator.command()
+@_KIT
+@click.option("--db", default=None, help="SQLAlchemy URL [sqlite:///STATE/coordinator.db].")
+@click.option(
+    "--state",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the database and blobs [KIT/state].",
+)
+@click.option("--host", default=None, help="Address to listen on [from the kit].")
+@click.option("--port", type=int, default=None, help="Port to listen on [from the kit].")
+@click.option("--insecure", is_flag=True, help="Plain HTTP, for development only.")
+def start(
+    kit: Path,
+    db: str | None,
+    state: Path | None,
+    host: str | None,
+    port: int | None,
+    insecure: bool,
+) -> None:
+    """Start the coordinator; jobs that were running resume from their last round."""
+    from urllib.parse import urlparse
+
+    from medfed.cli.console import err, warn
+    from medfed.federation.coordinator import Coordinator, CoordinatorSettings
+    from medfed.federation.pki import load_coordinator_kit
+
+    k = load_coordinator_kit(kit)
+    url = urlparse(k.coordinator_url)
+    if insecure:
+        warn(
+            "--insecure: no TLS. Requests are still signed, but anyone on the network can "
+            "read models and updates. Never use this with real data."
+        )
+    settings = CoordinatorSettings(
+        consortium=k.consortium,
+        ca_cert_pem=k.ca_pem,
+        state_dir=state or kit / "state",
+        db_url=db,
+        host=host or url.hostname or "127.0.0.1",
+        port=port or url.port or 8443,
+        tls_cert=k.tls_cert_path,
+        tls_key=k.tls_key_path,
+        insecure=insecure,
+    )
+    coord = Coordinator(settings)
+    scheme = "http" if insecure else "https"
+    err.print(
+        f"[bold]medfed coordinator[/] for [cyan]{k.consortium}[/] on "
+        f"{scheme}://{settings.host}:{settings.port} · state {settings.state_dir}"
+    )
+    coord.serve()
+
+
+@click.group()
+def admin() -> None:
+    """Federation administration: revoke identities, read the audit log."""
+
+
+@admin.command()
+@_KIT
+@click.argument("name")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+def revoke(kit: Path, name: str, reason: str) -> None:
+    """Refuse every further request from participant NAME (no one else is re-provisioned)."""
+    from medfed.cli.console import out
+    from medfed.cli.remote import client
+
+    with client(kit) as c:
+        c.post_json(f"/v1/participants/{name}/revoke", {"reason": reason})
+    out.print(f"revoked [bold]{name}[/]: every further request from it is refused")
+
+
+@admin.command()
+@_KIT
+@click.option("--limit", type=int, default=50, show_default=True)
+def audit(kit: Path, limit: int) -> None:
+    """Show the coordinator's audit log (newest last)."""
+    import time
+
+    from rich import box
+    from rich.table import Table
+
+    from medfed.cli.console import out
+    from medfed.cli.remote import client
+
+    with client(kit) as c:
+        rows = c.get_json(f"/v1/audit?limit={limit}")
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("time", "who", "action", "target", "outcome", "detail"):
+        table.add_column(col)
+    for r in rows:
+        when = time.strftime("%H:%M:%S", time.localtime(r["time"]))
+        table.add_row(
+            when,
+            f"{r['principal']} ({r['role']})",
+            r["action"],
+            r["target"],
+            r["outcome"],
+            r["detail"][:60],
+        )
+    out.print(table)

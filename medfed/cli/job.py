@@ -1,0 +1,267 @@
+"""``medfed job``: submit a task to the federation and follow it (researchers)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import click
+
+_KIT = click.option(
+    "--kit",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    envvar="MEDFED_KIT",
+    help="Your researcher kit from `medfed provision`.",
+)
+_INSECURE = click.option("--insecure", is_flag=True, hidden=True)
+
+
+@click.group()
+def job() -> None:
+    """Submit jobs to a federation and follow them."""
+
+
+@job.command()
+@_KIT
+@_INSECURE
+@click.argument("task_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--name", default=None, help="A name for the job [the task file's name].")
+@click.option(
+    "--data",
+    "data_name",
+    required=True,
+    help="The data set the sites hold (its shape defines the model's input).",
+)
+@click.option("--rounds", type=int, default=10, show_default=True)
+@click.option("--strategy", default="fedavg", show_default=True)
+@click.option("--min-sites", type=int, default=2, show_default=True)
+@click.option("--fraction", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--round-timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Seconds a round waits for sites.",
+)
+@click.option("--local-epochs", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+def submit(
+    kit: Path,
+    insecure: bool,
+    task_file: Path,
+    name: str | None,
+    data_name: str,
+    rounds: int,
+    strategy: str,
+    min_sites: int,
+    fraction: float,
+    seed: int,
+    round_timeout: float,
+    local_epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str,
+) -> None:
+    """Submit TASK_FILE (a Python task module defining `task`) as a federated job.
+
+    The initial model is built here, from your code; the coordinator never runs it. Each
+    site's data steward must approve this exact file before their site takes part.
+    """
+    from medfed.cli.console import out
+    from medfed.cli.remote import client
+    from medfed.config import TrainSettings
+    from medfed.data import load_dataset
+    from medfed.federation.jobs import JobConfig
+    from medfed.serde import params_to_bytes
+    from medfed.site.task_loading import load_task
+
+    spec = load_dataset(data_name).spec
+    task = load_task(f"{task_file}:task")
+    config = JobConfig(
+        rounds=rounds,
+        seed=seed,
+        strategy=strategy,
+        fraction=fraction,
+        min_sites=min_sites,
+        round_timeout=round_timeout,
+        train=TrainSettings(
+            local_epochs=local_epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            optimizer=cast(Literal["sgd", "adam"], optimizer),
+        ),
+        data_spec={
+            "kind": str(spec.kind),
+            "input_shape": list(spec.input_shape),
+            "n_classes": spec.n_classes,
+            "data": data_name,
+        },
+    )
+    initial = task.initial_params(spec, seed=seed)
+    with client(kit, insecure=insecure) as c:
+        bundle_sha = c.upload_blob(task_file.read_bytes())
+        initial_sha = c.upload_blob(params_to_bytes(initial))
+        view = c.post_json(
+            "/v1/jobs",
+            {
+                "name": name or task_file.stem,
+                "task_name": task.name,
+                "bundle_sha256": bundle_sha,
+                "initial_sha256": initial_sha,
+                "config": config.to_json(),
+            },
+        )
+    out.print(
+        f"submitted [bold]{view['id']}[/] ({view['name']}); task sha256 {bundle_sha}",
+        soft_wrap=True,
+    )
+    out.print(
+        f"each site's data steward approves it with: medfed node approve {bundle_sha[:12]}",
+        soft_wrap=True,
+    )
+
+
+@job.command("list")
+@_KIT
+@_INSECURE
+def list_(kit: Path, insecure: bool) -> None:
+    """Your jobs."""
+    from rich import box
+    from rich.table import Table
+
+    from medfed.cli.console import out
+    from medfed.cli.remote import client
+
+    with client(kit, insecure=insecure) as c:
+        rows = c.get_json("/v1/jobs")
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("job", "name", "status", "rounds", "submitted"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["name"],
+            r["status"],
+            f"{r['rounds_done']}/{r['rounds']}",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])),
+        )
+    out.print(table)
+
+
+def _print_status(view: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from medfed.cli.console import out
+
+    out.print(
+        f"[bold]{view['id']}[/] {view['name']}: [bold]{view['status']}[/], round "
+        f"{view['rounds_done']} of {view['rounds']}"
+        + (f" — {view['error']}" if view.get("error") else "")
+    )
+    sites = view.get("sites", {})
+    if sites:
+        out.print("sites: " + ", ".join(f"{s} ({a})" for s, a in sorted(sites.items())))
+    if view.get("pending_sites"):
+        out.print("[yellow]waiting for approval at:[/] " + ", ".join(view["pending_sites"]))
+    rounds = view.get("rounds_detail", [])
+    if rounds:
+        table = Table(box=box.SIMPLE_HEAD, title="federated evaluation per round")
+        for col in ("round", "trained", "failed", "loss", "accuracy", "AUROC", "C-index"):
+            table.add_column(col, justify="right")
+        for r in rounds[-10:]:
+            ev = r.get("evaluate") or {}
+
+            def f(key: str, ev: dict[str, Any] = ev) -> str:
+                return "—" if ev.get(key) is None else f"{ev[key]:.3f}"
+
+            table.add_row(
+                str(r["round"]),
+                str(len(r["trained"])),
+                str(len(r["failures"])),
+                f("loss"),
+                f("accuracy"),
+                f("auroc"),
+                f("c_index"),
+            )
+        out.print(table)
+
+
+@job.command()
+@_KIT
+@_INSECURE
+@click.argument("job_id")
+@click.option("--watch", is_flag=True, help="Follow the job until it ends.")
+def status(kit: Path, insecure: bool, job_id: str, watch: bool) -> None:
+    """A job's state, sites (approved or pending) and per-round evaluation."""
+    from medfed.cli.remote import client
+
+    with client(kit, insecure=insecure) as c:
+        view = c.get_json(f"/v1/jobs/{job_id}")
+        while watch and view["status"] == "running":
+            time.sleep(2)
+            view = c.get_json(f"/v1/jobs/{job_id}")
+    _print_status(view)
+
+
+@job.command()
+@_KIT
+@_INSECURE
+@click.argument("job_id")
+def logs(kit: Path, insecure: bool, job_id: str) -> None:
+    """What happened in a job, from the coordinator's audit log."""
+    from medfed.cli.console import out
+    from medfed.cli.remote import client
+
+    with client(kit, insecure=insecure) as c:
+        rows = c.get_json(f"/v1/jobs/{job_id}/logs")
+    for r in rows:
+        when = time.strftime("%H:%M:%S", time.localtime(r["time"]))
+        out.print(
+            f"{when}  {r['principal']:<18} {r['action']:<14} {r['target']:<28} "
+            f"{r['outcome']} {r['detail']}",
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+@job.command()
+@_KIT
+@_INSECURE
+@click.argument("job_id")
+def cancel(kit: Path, insecure: bool, job_id: str) -> None:
+    """Stop a running job (rounds already done are kept)."""
+    from medfed.cli.remote import client
+
+    with client(kit, insecure=insecure) as c:
+        view = c.post_json(f"/v1/jobs/{job_id}/cancel", {})
+    _print_status(view)
+
+
+@job.command()
+@_KIT
+@_INSECURE
+@click.argument("job_id")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the model [JOB_ID.safetensors].",
+)
+def download(kit: Path, insecure: bool, job_id: str, out: Path | None) -> None:
+    """Download the job's latest global model (safetensors, checked against its sha256)."""
+    from medfed.cli.console import out as console
+    from medfed.cli.remote import client
+    from medfed.serde import atomic_write
+
+    with client(kit, insecure=insecure) as c:
+        view = c.get_json(f"/v1/jobs/{job_id}")
+        data = c.download_blob(view["params_sha256"])
+    target = out or Path(f"{job_id}.safetensors")
+    atomic_write(target, data)
+    console.print(f"wrote {target} (round {view['rounds_done']}, sha256 {view['params_sha256']})")

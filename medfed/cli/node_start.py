@@ -1,0 +1,93 @@
+"""``medfed node start``: the agent that runs next to a hospital's data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option(
+    "--kit",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    envvar="MEDFED_KIT",
+    help="This site's startup kit from `medfed provision`.",
+)
+@click.option("--data", "data_name", required=True, help="The data set this site holds.")
+@click.option(
+    "--site",
+    "data_site",
+    default=None,
+    help="Which site's share of a bundled data set [the kit's name].",
+)
+@click.option("--sites", type=int, default=None, help="Number of sites the data set is split into.")
+@click.option("--data-dir", default=None, help="Folder of a data set that is not bundled.")
+@click.option(
+    "--state",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The node's state folder: approvals, egress ledger [KIT/state].",
+)
+@click.option(
+    "--auto-approve",
+    is_flag=True,
+    help="Approve every job's code without the data steward (development only).",
+)
+@click.option("--insecure", is_flag=True, hidden=True)
+def start(
+    kit: Path,
+    data_name: str,
+    data_site: str | None,
+    sites: int | None,
+    data_dir: str | None,
+    state: Path | None,
+    auto_approve: bool,
+    insecure: bool,
+) -> None:
+    """Connect to the coordinator (outbound only) and take part in approved jobs."""
+    import time
+
+    from medfed.cli.console import err, warn
+    from medfed.data import load_dataset
+    from medfed.errors import DataError
+    from medfed.federation.client import client_for_kit
+    from medfed.federation.node import NodeAgent, NodeSettings
+    from medfed.federation.pki import load_kit
+
+    k = load_kit(kit)
+    if k.role != "site":
+        raise DataError(f"{kit} is a {k.role} kit; a node needs a site kit")
+    dataset = load_dataset(data_name, num_sites=sites, data_dir=data_dir)
+    name = data_site or k.name
+    if name not in dataset.site_names:
+        raise DataError(
+            f"data set {data_name!r} has no site {name!r}; pass --site, one of: "
+            + ", ".join(dataset.site_names)
+        )
+    if auto_approve:
+        warn(
+            "--auto-approve: every job's code will run here WITHOUT the data steward's "
+            "approval. Development only; never with patient data."
+        )
+
+    def event(message: str) -> None:
+        err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
+
+    agent = NodeAgent(
+        client=client_for_kit(k, insecure=insecure),
+        site=k.name,
+        data=dataset.site(name),
+        spec=dataset.spec,
+        settings=NodeSettings(state_dir=state or kit / "state", auto_approve=auto_approve),
+        on_event=event,
+    )
+    event(
+        f"node [bold]{k.name}[/] ({dataset.site(name).num_train} training records) → "
+        f"{k.coordinator_url}"
+    )
+    try:
+        agent.run()
+    except KeyboardInterrupt:
+        event("node stopped")

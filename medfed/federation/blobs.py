@@ -1,0 +1,131 @@
+"""Content-addressed blob storage for the coordinator: tensors by sha256, never overwritten.
+
+::
+
+    ROOT/blobs/ab/abcdef…           a finished blob, named by the sha256 of its bytes
+    ROOT/uploads/<upload id>.part   an upload in progress, written chunk by chunk
+
+A blob appears under its name only once it is complete and its hash checked (written to a
+temporary file, fsynced, renamed), so a crash never leaves a half blob that looks whole.
+Uploads are resumable: each chunk is written at its offset and recorded once its own hash
+matched, and the whole file is hashed again before it becomes a blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from medfed.errors import IntegrityError
+
+__all__ = ["BlobStore", "valid_sha256"]
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_READ = 1 << 20
+
+
+def valid_sha256(value: str) -> bool:
+    return bool(_SHA.match(value))
+
+
+class BlobStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+        (self.root / "uploads").mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if not valid_sha256(sha256):
+            raise ValueError("a blob name is 64 lowercase hex characters")
+        return self.root / "blobs" / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return valid_sha256(sha256) and self.path(sha256).is_file()
+
+    def size(self, sha256: str) -> int:
+        return self.path(sha256).stat().st_size
+
+    def put(self, data: bytes) -> str:
+        """Store bytes; returns their sha256 (storing the same bytes twice is a no-op)."""
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest)
+        if target.exists():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return digest
+
+    def read(self, sha256: str) -> bytes:
+        data = self.path(sha256).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise IntegrityError(f"blob {sha256[:12]} is corrupt on disk")
+        return data
+
+    def read_range(self, sha256: str, start: int, stop: int) -> bytes:
+        with open(self.path(sha256), "rb") as fh:
+            fh.seek(start)
+            return fh.read(max(0, stop - start))
+
+    def iter_file(self, sha256: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        with open(self.path(sha256), "rb") as fh:
+            fh.seek(start)
+            remaining = None if stop is None else stop - start
+            while remaining is None or remaining > 0:
+                chunk = fh.read(_READ if remaining is None else min(_READ, remaining))
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    # -- resumable uploads ----------------------------------------------------------------
+
+    def _part(self, upload_id: str) -> Path:
+        if not re.match(r"^[A-Za-z0-9_-]{8,64}$", upload_id):
+            raise ValueError("bad upload id")
+        return self.root / "uploads" / f"{upload_id}.part"
+
+    def start_upload(self, upload_id: str, size: int) -> None:
+        part = self._part(upload_id)
+        if not part.exists():
+            with open(part, "wb") as fh:
+                fh.truncate(size)
+
+    def write_chunk(self, upload_id: str, offset: int, data: bytes) -> None:
+        with open(self._part(upload_id), "r+b") as fh:
+            fh.seek(offset)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def finish_upload(self, upload_id: str, sha256: str) -> None:
+        """Hash the assembled upload; move it into place, or raise IntegrityError."""
+        part = self._part(upload_id)
+        digest = hashlib.sha256()
+        with open(part, "rb") as fh:
+            while chunk := fh.read(_READ):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            raise IntegrityError("the uploaded bytes do not match the announced sha256")
+        target = self.path(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            part.unlink()
+        else:
+            os.replace(part, target)
+
+    def discard_upload(self, upload_id: str) -> None:
+        self._part(upload_id).unlink(missing_ok=True)

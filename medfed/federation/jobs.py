@@ -1,0 +1,164 @@
+"""Job configuration, and the runner that drives a job's rounds inside the coordinator.
+
+A job runs the same :class:`~medfed.orchestration.driver.RoundDriver` and strategies as a
+simulation, with :class:`~medfed.federation.remote_backend.RemoteBackend` as its backend.
+After each round the new global model is written to the blob store and the round is
+checkpointed in the store, so a restarted coordinator resumes at the next round.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from medfed.config import TrainSettings
+from medfed.errors import ConfigError, MedfedError
+from medfed.federation.blobs import BlobStore
+from medfed.federation.remote_backend import JobCancelled, RemoteBackend
+from medfed.federation.store import Store
+from medfed.orchestration.driver import RoundDriver, RoundResult
+from medfed.serde import params_from_bytes, params_to_bytes
+from medfed.strategies import make_strategy
+
+__all__ = ["JobConfig", "JobRunner"]
+
+log = logging.getLogger("medfed.coordinator")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """What a researcher asks for; validated on submission, stored with the job."""
+
+    rounds: int = 10
+    seed: int = 0
+    strategy: str = "fedavg"
+    fraction: float = 1.0
+    min_sites: int = 1
+    round_timeout: float = 600.0
+    evaluate_every: int = 1
+    train: TrainSettings = field(default_factory=TrainSettings)
+    data_spec: dict[str, Any] = field(default_factory=dict)
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rounds <= 100_000:
+            raise ConfigError("rounds must be between 1 and 100000")
+        if not 1 <= self.min_sites <= 10_000:
+            raise ConfigError("min_sites must be between 1 and 10000")
+        if not 0 < self.fraction <= 1:
+            raise ConfigError("fraction must be in (0, 1]")
+        if not 1 <= self.round_timeout <= 7 * 24 * 3600:
+            raise ConfigError("round_timeout must be between 1 second and 7 days")
+        if self.evaluate_every < 0:
+            raise ConfigError("evaluate_every cannot be negative")
+        make_strategy(
+            self.strategy,
+            fraction=self.fraction,
+            min_sites=self.min_sites,
+            options=self.strategy_options,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(raw: Mapping[str, Any]) -> JobConfig:
+        data = dict(raw)
+        known = set(JobConfig.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown job setting {unknown[0]!r}")
+        train = data.pop("train", {})
+        if not isinstance(train, dict):
+            raise ConfigError("train must be an object")
+        try:
+            return JobConfig(train=TrainSettings(**train), **data)
+        except TypeError as exc:
+            raise ConfigError(f"bad job configuration: {exc}") from None
+
+
+class JobRunner(threading.Thread):
+    """Drives one job from its last checkpoint to its last round (a daemon thread)."""
+
+    def __init__(
+        self, store: Store, blobs: BlobStore, job_id: str, wakeup: threading.Condition
+    ) -> None:
+        super().__init__(name=f"job-{job_id}", daemon=True)
+        self.store = store
+        self.blobs = blobs
+        self.job_id = job_id
+        self.wakeup = wakeup
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except JobCancelled:
+            log.info("job %s stopped: %s", self.job_id, "cancelled")
+        except MedfedError as exc:
+            self.store.set_job_status(self.job_id, "failed", str(exc))
+            self.store.audit(
+                principal="coordinator",
+                role="coordinator",
+                action="job.failed",
+                target=self.job_id,
+                outcome="error",
+                detail=str(exc),
+            )
+        except Exception as exc:  # a bug must not kill the coordinator, and must be visible
+            log.exception("job %s crashed", self.job_id)
+            self.store.set_job_status(self.job_id, "failed", f"internal error: {exc}")
+
+    def _run(self) -> None:
+        job = self.store.job(self.job_id)
+        if job is None or job.status != "running":
+            return
+        config = JobConfig.from_json(job.config)
+        params, _ = params_from_bytes(self.blobs.read(job.params_sha256))
+        for arr in params.values():
+            arr.flags.writeable = False
+        strategy = make_strategy(
+            config.strategy,
+            fraction=config.fraction,
+            min_sites=config.min_sites,
+            options=config.strategy_options,
+        )
+        backend = RemoteBackend(self.store, self.blobs, self.job_id, wakeup=self.wakeup)
+
+        store, blobs, job_id = self.store, self.blobs, self.job_id
+
+        class Checkpoint:
+            def on_round_end(self, result: RoundResult) -> None:
+                sha = blobs.put(params_to_bytes(result.params, {"round": str(result.round)}))
+                store.record_round(job_id, result.round, sha, _summary(result))
+
+        driver = RoundDriver(
+            strategy=strategy,
+            backend=backend,
+            seed=config.seed,
+            evaluate_every=config.evaluate_every,
+            timeout=config.round_timeout,
+            observers=[Checkpoint()],
+        )
+        for r in range(job.rounds_done + 1, config.rounds + 1):
+            # a round starts once enough data stewards have approved the job's code
+            backend.wait_for_sites(config.min_sites, timeout=config.round_timeout)
+            params = driver.run_round(r, params, last=r == config.rounds).params
+        self.store.set_job_status(self.job_id, "complete")
+        self.store.audit(
+            principal="coordinator", role="coordinator", action="job.complete", target=self.job_id
+        )
+
+
+def _summary(result: RoundResult) -> dict[str, Any]:
+    evaluation = result.eval_summary
+    return {
+        "trained": list(result.trained),
+        "failures": {s: str(f) for s, f in result.failures.items()},
+        "train": result.train_summary.as_dict(),
+        "evaluate": None if evaluation is None else evaluation.as_dict(),
+        "evaluate_per_site": {s: m.as_dict() for s, m in result.eval_metrics.items()},
+        "seconds": result.seconds,
+    }

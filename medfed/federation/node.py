@@ -1,0 +1,200 @@
+"""The hospital's node: connects outwards only, long-polls for work, trains next to the data.
+
+For each job the coordinator announces, the node asks its data steward (the approval store)
+whether that exact code (sha256 of the task file) may run. Only approved jobs get trained;
+the node tells the coordinator its steward's decision. Before anything leaves the site, the
+node writes it into the site's own hash-chained egress ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medfed.config import TrainSettings
+from medfed.data.base import DataSpec, SiteData, TaskKind
+from medfed.errors import MedfedError
+from medfed.federation.client import FederationClient, TransportError
+from medfed.records import Reply, SiteFailure
+from medfed.serde import instruction_from_wire, params_from_bytes, reply_to_wire
+from medfed.site.approval import ApprovalStore
+from medfed.site.ledger import EgressLedger
+from medfed.site.runtime import SiteRuntime
+
+__all__ = ["NodeAgent", "NodeSettings"]
+
+log = logging.getLogger("medfed.node")
+
+
+@dataclass
+class NodeSettings:
+    state_dir: Path
+    auto_approve: bool = False
+    poll_wait: float = 20.0
+    max_backoff: float = 30.0
+
+
+@dataclass
+class _JobContext:
+    task_sha256: str
+    runtime: SiteRuntime
+
+
+@dataclass
+class NodeAgent:
+    """Runs until ``stop()``; ``on_event`` receives one-line descriptions of what it does."""
+
+    client: FederationClient
+    site: str
+    data: SiteData
+    spec: DataSpec
+    settings: NodeSettings
+    on_event: Callable[[str], None] = lambda message: None
+    _jobs: dict[str, _JobContext] = field(default_factory=dict)
+    _announced: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _reported: dict[str, str] = field(default_factory=dict)
+    _stop: bool = False
+
+    def __post_init__(self) -> None:
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.approvals = ApprovalStore.in_state(self.settings.state_dir)
+        self.ledger = EgressLedger.in_state(self.settings.state_dir)
+        (self.settings.state_dir / "tasks").mkdir(exist_ok=True)
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        backoff = 1.0
+        while not self._stop:
+            try:
+                self.step(wait=self.settings.poll_wait)
+                backoff = 1.0
+            except TransportError as exc:
+                delay = min(self.settings.max_backoff, backoff) * (0.5 + random.random())
+                self.on_event(f"coordinator unreachable ({exc}); retrying in {delay:.0f} s")
+                time.sleep(delay)
+                backoff *= 2
+
+    def step(self, *, wait: float = 0.0) -> bool:
+        """One poll: decide on announced jobs, run at most one task. True if a task ran."""
+        work = self.client.get_json(f"/v1/work?wait={wait:g}")
+        for job in work.get("jobs", []):
+            self._consider(job)
+        task = work.get("task")
+        if task is None:
+            return False
+        self._run_task(task)
+        return True
+
+    # -- approval -------------------------------------------------------------------------
+
+    def _consider(self, job: dict[str, Any]) -> None:
+        job_id, sha = job["id"], job["task_sha256"]
+        self._announced[job_id] = job
+        status = self.approvals.request(
+            task_sha256=sha, job=job_id, task_name=job["task_name"], researcher=job["researcher"]
+        )
+        decision = _value(status)
+        if self.settings.auto_approve and decision == "pending":
+            self.approvals.approve(sha, by="auto-approve (development mode)")
+            decision = "approved"
+        if decision == "pending" and self._reported.get(job_id) != "pending":
+            self.on_event(
+                f"job {job_id} ({job['task_name']}) waits for your approval: "
+                f"medfed node approve {sha[:12]}"
+            )
+        if job.get("approval") != decision and self._reported.get(job_id) != decision:
+            self.client.post_json(f"/v1/jobs/{job_id}/approval", {"status": decision})
+            self._reported[job_id] = decision
+            if decision == "approved":
+                self.on_event(f"job {job_id} approved: this site takes part")
+
+    def _context(self, job_id: str, train: dict[str, Any]) -> _JobContext:
+        ctx = self._jobs.get(job_id)
+        if ctx is not None:
+            return ctx
+        code = self.client.get_bytes(f"/v1/jobs/{job_id}/bundle")
+        sha = hashlib.sha256(code).hexdigest()
+        if _value(self.approvals.status(sha)) != "approved":
+            raise PermissionError("this job's code has not been approved at this site")
+        path = self.settings.state_dir / "tasks" / f"{sha}.py"
+        path.write_bytes(code)
+        from medfed.site.task_loading import load_task
+
+        task = load_task(f"{path}:task")
+        runtime = SiteRuntime(
+            self.site, task.site_app(self.data, self.spec, TrainSettings(**train))
+        )
+        ctx = self._jobs[job_id] = _JobContext(sha, runtime)
+        return ctx
+
+    # -- one task -------------------------------------------------------------------------
+
+    def _run_task(self, task: dict[str, Any]) -> None:
+        job_id, round_ = task["job_id"], task["round"]
+        try:
+            ctx = self._context(job_id, self._announced.get(job_id, {}).get("train", {}))
+            params, _ = params_from_bytes(self.client.download_blob(task["params_sha256"]))
+            for arr in params.values():
+                arr.flags.writeable = False
+            instruction = instruction_from_wire(task["instruction"], params)
+            self.on_event(f"{job_id} round {round_}: {task['operation']}…")
+            reply = ctx.runtime.handle(instruction)
+        except (MedfedError, PermissionError, OSError, ValueError) as exc:
+            from medfed.records import Operation
+
+            reply = Reply(
+                site=self.site,
+                round=round_,
+                operation=Operation(task["operation"]),
+                failure=SiteFailure(type(exc).__name__, str(exc)),
+            )
+        header, blob = reply_to_wire(reply)
+        header["failure"] = (
+            None
+            if reply.failure is None
+            else {
+                "kind": reply.failure.kind,
+                "message": reply.failure.message,
+                "detail": "",
+            }
+        )  # tracebacks stay at the site
+        blob_sha = None
+        destination = self.client.base_url
+        if blob is not None:
+            # recorded before it leaves: a ledger that cannot be written stops the upload
+            self.ledger.append(
+                job=job_id, round=round_, kind="update", destination=destination, data=blob
+            )
+            blob_sha = self.client.upload_blob(blob)
+        body = json.dumps({"header": header, "blob_sha256": blob_sha}).encode()
+        self.ledger.append(
+            job=job_id,
+            round=round_,
+            kind="failure" if reply.failure else "metrics",
+            destination=destination,
+            data=body,
+        )
+        result = self.client.post_bytes(f"/v1/tasks/{task['id']}/reply", body)
+        state = "failed: " + str(reply.failure) if reply.failure else result.get("status", "")
+        self.on_event(f"{job_id} round {round_}: {task['operation']} sent ({state})")
+
+
+def spec_from_json(raw: dict[str, Any]) -> DataSpec:
+    return DataSpec(
+        kind=TaskKind(raw["kind"]),
+        input_shape=tuple(raw["input_shape"]),
+        n_classes=int(raw.get("n_classes", 2)),
+    )
+
+
+def _value(status: Any) -> str:
+    return str(getattr(status, "value", status))

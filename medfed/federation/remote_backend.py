@@ -1,0 +1,135 @@
+"""The round driver's backend for a real federation: requests become task rows that nodes fetch.
+
+``exchange`` stores the round's global params once (content-addressed), creates one task
+per requested site (idempotently: after a coordinator restart the same tasks, and any reply
+already accepted, are found again), then waits for the nodes' replies and yields them in
+request order. A site that does not answer before the round's deadline becomes a failure
+reply, and its task is closed so a late upload is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from medfed.errors import MedfedError
+from medfed.federation.blobs import BlobStore
+from medfed.federation.store import Store, TaskRow
+from medfed.orchestration.backends.base import Request
+from medfed.records import Reply, SiteFailure
+from medfed.serde import instruction_to_wire, params_to_bytes, reply_from_wire
+
+__all__ = ["JobCancelled", "RemoteBackend"]
+
+
+class JobCancelled(MedfedError):
+    """The job was cancelled while a round was waiting for sites."""
+
+
+class RemoteBackend:
+    """Reaches the sites that approved ``job_id``, through the coordinator's store."""
+
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        job_id: str,
+        *,
+        wakeup: threading.Condition | None = None,
+        poll: float = 0.25,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.job_id = job_id
+        self.wakeup = wakeup or threading.Condition()
+        self.poll = poll
+
+    @property
+    def site_names(self) -> list[str]:
+        """Sites whose data steward approved this job's code and that are not revoked."""
+        approved = [s for s, a in self.store.approvals(self.job_id).items() if a == "approved"]
+        return sorted(s for s in approved if not self.store.is_revoked(s))
+
+    def wait_for_sites(self, count: int, *, timeout: float) -> list[str]:
+        """Wait until ``count`` sites approved the job (or the timeout); returns the sites."""
+        deadline = time.monotonic() + timeout
+        while True:
+            names = self.site_names
+            if len(names) >= count or time.monotonic() >= deadline:
+                return names
+            job = self.store.job(self.job_id)
+            if job is None or job.status != "running":
+                raise JobCancelled(f"job {self.job_id} is {job.status if job else 'gone'}")
+            with self.wakeup:
+                self.wakeup.wait(min(self.poll, max(0.0, deadline - time.monotonic())))
+
+    def _failure(self, task: TaskRow, kind: str, message: str) -> Reply:
+        from medfed.records import Operation
+
+        return Reply(
+            site=task.site,
+            round=task.round,
+            operation=Operation(task.operation),
+            failure=SiteFailure(kind, message),
+        )
+
+    def _reply(self, task: TaskRow) -> Reply:
+        if task.status == "expired":
+            return self._failure(task, "Timeout", "no reply before the round's deadline")
+        if task.status != "done" or task.reply is None:
+            return self._failure(task, "Closed", f"the task ended as {task.status}")
+        blob = self.blobs.read(task.reply_sha256) if task.reply_sha256 else None
+        return reply_from_wire(task.reply, blob)
+
+    def exchange(
+        self, requests: Sequence[Request], *, timeout: float | None = None
+    ) -> Iterator[Reply]:
+        sha_of: dict[int, str] = {}
+        rows: list[TaskRow] = []
+        for site, instruction in requests:
+            key = id(instruction.params)
+            if key not in sha_of:
+                sha_of[key] = self.blobs.put(params_to_bytes(instruction.params))
+            rows.append(
+                self.store.ensure_task(
+                    job_id=self.job_id,
+                    round=instruction.round,
+                    operation=instruction.operation.value,
+                    site=site,
+                    instruction=instruction_to_wire(instruction),
+                    params_sha256=sha_of[key],
+                )
+            )
+        with self.wakeup:
+            self.wakeup.notify_all()  # long-polling nodes: there is work
+        deadline = None if timeout is None else time.monotonic() + timeout
+        next_i = 0
+        ids = [r.id for r in rows]
+        while next_i < len(rows):
+            current = self.store.tasks_by_id(ids[next_i:])
+            while next_i < len(rows) and current[ids[next_i]].status not in (
+                "pending",
+                "delivered",
+            ):
+                yield self._reply(current[ids[next_i]])
+                next_i += 1
+            if next_i >= len(rows):
+                break
+            job = self.store.job(self.job_id)
+            if job is None or job.status != "running":
+                raise JobCancelled(f"job {self.job_id} is {job.status if job else 'gone'}")
+            if deadline is not None and time.monotonic() >= deadline:
+                open_ids = [
+                    i for i in ids[next_i:] if current[i].status in ("pending", "delivered")
+                ]
+                self.store.close_tasks(open_ids, status="expired")
+                continue  # the loop above now yields them (done in time, or expired)
+            with self.wakeup:
+                wait = self.poll
+                if deadline is not None:
+                    wait = max(0.0, min(wait, deadline - time.monotonic()))
+                self.wakeup.wait(wait)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,638 @@
+"""The coordinator's state, in SQL through SQLAlchemy: SQLite by default, any URL (PostgreSQL).
+
+Tables: ``participants`` (seen identities, revocations), ``nonces`` (replay protection that
+survives a restart), ``audit`` (every API action), ``jobs`` and ``job_sites`` (approvals),
+``tasks`` (one row per site, round and operation: the work a node fetches and the reply it
+returned), ``rounds`` (the checkpoint after each aggregated round) and ``uploads``.
+
+Everything a restart needs is here or in the blob store: a job resumes from its last
+checkpointed round, and replies already accepted for the round in progress are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    delete,
+    event,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+
+__all__ = ["JobRow", "Store", "TaskRow"]
+
+metadata = MetaData()
+
+participants = Table(
+    "participants",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Column("revoked_at", Float),
+    Column("revoked_reason", Text),
+)
+
+nonces = Table(
+    "nonces",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("nonce", String(128), primary_key=True),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("principal", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200), nullable=False, default=""),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("researcher", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("task_sha256", String(64), nullable=False),
+    Column("task_name", String(200), nullable=False),
+    Column("config", Text, nullable=False),
+    Column("initial_sha256", String(64), nullable=False),
+    Column("params_sha256", String(64), nullable=False),
+    Column("rounds_done", Integer, nullable=False, default=0),
+    Column("error", Text),
+)
+
+job_sites = Table(
+    "job_sites",
+    metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("site", String(64), primary_key=True),
+    Column("approval", String(16), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), nullable=False, index=True),
+    Column("round", Integer, nullable=False),
+    Column("operation", String(16), nullable=False),
+    Column("site", String(64), nullable=False, index=True),
+    Column("instruction", Text, nullable=False),
+    Column("params_sha256", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    Column("finished_at", Float),
+    Column("reply", Text),
+    Column("reply_sha256", String(64)),
+    UniqueConstraint("job_id", "round", "operation", "site", name="one_task_per_site"),
+)
+
+rounds = Table(
+    "rounds",
+    metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("params_sha256", String(64), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("finished_at", Float, nullable=False),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("chunk_size", Integer, nullable=False),
+    Column("received", Text, nullable=False, default="[]"),
+    Column("created_at", Float, nullable=False),
+    Column("done", Boolean, nullable=False, default=False),
+)
+
+OPEN_TASK = ("pending", "delivered")
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    name: str
+    researcher: str
+    created_at: float
+    status: str
+    task_sha256: str
+    task_name: str
+    config: dict[str, Any]
+    initial_sha256: str
+    params_sha256: str
+    rounds_done: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    id: int
+    job_id: str
+    round: int
+    operation: str
+    site: str
+    instruction: dict[str, Any]
+    params_sha256: str
+    status: str
+    reply: dict[str, Any] | None
+    reply_sha256: str | None
+
+
+def _job(row: Any) -> JobRow:
+    m = row._mapping
+    return JobRow(
+        id=m["id"],
+        name=m["name"],
+        researcher=m["researcher"],
+        created_at=m["created_at"],
+        status=m["status"],
+        task_sha256=m["task_sha256"],
+        task_name=m["task_name"],
+        config=json.loads(m["config"]),
+        initial_sha256=m["initial_sha256"],
+        params_sha256=m["params_sha256"],
+        rounds_done=m["rounds_done"],
+        error=m["error"],
+    )
+
+
+def _task(row: Any) -> TaskRow:
+    m = row._mapping
+    return TaskRow(
+        id=m["id"],
+        job_id=m["job_id"],
+        round=m["round"],
+        operation=m["operation"],
+        site=m["site"],
+        instruction=json.loads(m["instruction"]),
+        params_sha256=m["params_sha256"],
+        status=m["status"],
+        reply=None if m["reply"] is None else json.loads(m["reply"]),
+        reply_sha256=m["reply_sha256"],
+    )
+
+
+class Store:
+    """All coordinator state behind small, transactional methods."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+        metadata.create_all(self.engine)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- identities, replay protection, audit -----------------------------------------------
+
+    def touch_participant(self, name: str, role: str, fingerprint: str) -> None:
+        now = time.time()
+        with self._tx() as c:
+            row = c.execute(select(participants).where(participants.c.name == name)).first()
+            if row is None:
+                c.execute(
+                    insert(participants).values(
+                        name=name,
+                        role=role,
+                        fingerprint=fingerprint,
+                        first_seen=now,
+                        last_seen=now,
+                        revoked=False,
+                    )
+                )
+            else:
+                c.execute(
+                    update(participants)
+                    .where(participants.c.name == name)
+                    .values(last_seen=now, fingerprint=fingerprint, role=role)
+                )
+
+    def is_revoked(self, name: str) -> bool:
+        with self._tx() as c:
+            row = c.execute(
+                select(participants.c.revoked).where(participants.c.name == name)
+            ).first()
+        return bool(row and row[0])
+
+    def revoke(self, name: str, reason: str) -> bool:
+        """Refuse every future request from ``name``; False when no such participant was seen."""
+        now = time.time()
+        with self._tx() as c:
+            res = c.execute(
+                update(participants)
+                .where(participants.c.name == name)
+                .values(revoked=True, revoked_at=now, revoked_reason=reason)
+            )
+            if res.rowcount == 0:
+                c.execute(
+                    insert(participants).values(
+                        name=name,
+                        role="unknown",
+                        fingerprint="",
+                        first_seen=now,
+                        last_seen=now,
+                        revoked=True,
+                        revoked_at=now,
+                        revoked_reason=reason,
+                    )
+                )
+        return True
+
+    def participants(self) -> list[dict[str, Any]]:
+        with self._tx() as c:
+            rows = c.execute(select(participants).order_by(participants.c.name)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def remember_nonce(self, fingerprint: str, nonce: str, expires_at: float) -> bool:
+        """True the first time a (key, nonce) pair is seen; False for a replay."""
+        now = time.time()
+        try:
+            with self._tx() as c:
+                c.execute(
+                    insert(nonces).values(
+                        fingerprint=fingerprint, nonce=nonce, expires_at=expires_at
+                    )
+                )
+                if secrets.randbelow(200) == 0:
+                    c.execute(delete(nonces).where(nonces.c.expires_at < now))
+        except SQLIntegrityError:
+            return False
+        return True
+
+    def audit(
+        self,
+        *,
+        principal: str,
+        role: str,
+        action: str,
+        target: str = "",
+        outcome: str = "ok",
+        detail: str = "",
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                insert(audit).values(
+                    time=time.time(),
+                    principal=principal,
+                    role=role,
+                    action=action,
+                    target=target[:200],
+                    outcome=outcome,
+                    detail=detail[:2000],
+                )
+            )
+
+    def audit_log(
+        self, *, limit: int = 200, target_prefix: str | None = None
+    ) -> list[dict[str, Any]]:
+        q = select(audit).order_by(audit.c.id.desc()).limit(limit)
+        if target_prefix:
+            q = q.where(audit.c.target.startswith(target_prefix))
+        with self._tx() as c:
+            rows = c.execute(q).all()
+        return [dict(r._mapping) for r in reversed(rows)]
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        *,
+        name: str,
+        researcher: str,
+        task_sha256: str,
+        task_name: str,
+        config: dict[str, Any],
+        initial_sha256: str,
+    ) -> JobRow:
+        job_id = "job-" + secrets.token_hex(6)
+        with self._tx() as c:
+            c.execute(
+                insert(jobs).values(
+                    id=job_id,
+                    name=name,
+                    researcher=researcher,
+                    created_at=time.time(),
+                    status="running",
+                    task_sha256=task_sha256,
+                    task_name=task_name,
+                    config=json.dumps(config, sort_keys=True),
+                    initial_sha256=initial_sha256,
+                    params_sha256=initial_sha256,
+                    rounds_done=0,
+                    error=None,
+                )
+            )
+        job = self.job(job_id)
+        assert job is not None
+        return job
+
+    def job(self, job_id: str) -> JobRow | None:
+        with self._tx() as c:
+            row = c.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        return None if row is None else _job(row)
+
+    def jobs(self, *, status: str | None = None) -> list[JobRow]:
+        q = select(jobs).order_by(jobs.c.created_at)
+        if status is not None:
+            q = q.where(jobs.c.status == status)
+        with self._tx() as c:
+            return [_job(r) for r in c.execute(q).all()]
+
+    def set_job_status(self, job_id: str, status: str, error: str | None = None) -> None:
+        with self._tx() as c:
+            c.execute(update(jobs).where(jobs.c.id == job_id).values(status=status, error=error))
+            if status in ("complete", "failed", "cancelled"):
+                c.execute(
+                    update(tasks)
+                    .where(and_(tasks.c.job_id == job_id, tasks.c.status.in_(OPEN_TASK)))
+                    .values(status="closed", finished_at=time.time())
+                )
+
+    def record_round(
+        self, job_id: str, round: int, params_sha256: str, summary: dict[str, Any]
+    ) -> None:
+        """Checkpoint: the round's aggregated model and what happened, in one transaction."""
+        with self._tx() as c:
+            c.execute(
+                insert(rounds).values(
+                    job_id=job_id,
+                    round=round,
+                    params_sha256=params_sha256,
+                    summary=json.dumps(summary, sort_keys=True),
+                    finished_at=time.time(),
+                )
+            )
+            c.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(rounds_done=round, params_sha256=params_sha256)
+            )
+
+    def rounds(self, job_id: str) -> list[dict[str, Any]]:
+        with self._tx() as c:
+            rows = c.execute(
+                select(rounds).where(rounds.c.job_id == job_id).order_by(rounds.c.round)
+            ).all()
+        return [{**dict(r._mapping), "summary": json.loads(r._mapping["summary"])} for r in rows]
+
+    # -- approvals ------------------------------------------------------------------------
+
+    def set_approval(self, job_id: str, site: str, approval: str) -> None:
+        with self._tx() as c:
+            res = c.execute(
+                update(job_sites)
+                .where(and_(job_sites.c.job_id == job_id, job_sites.c.site == site))
+                .values(approval=approval, updated_at=time.time())
+            )
+            if res.rowcount == 0:
+                c.execute(
+                    insert(job_sites).values(
+                        job_id=job_id, site=site, approval=approval, updated_at=time.time()
+                    )
+                )
+
+    def approvals(self, job_id: str) -> dict[str, str]:
+        with self._tx() as c:
+            rows = c.execute(select(job_sites).where(job_sites.c.job_id == job_id)).all()
+        return {r._mapping["site"]: r._mapping["approval"] for r in rows}
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    def ensure_task(
+        self,
+        *,
+        job_id: str,
+        round: int,
+        operation: str,
+        site: str,
+        instruction: dict[str, Any],
+        params_sha256: str,
+    ) -> TaskRow:
+        """The task for (job, round, operation, site), created once (idempotent on restart)."""
+        key = and_(
+            tasks.c.job_id == job_id,
+            tasks.c.round == round,
+            tasks.c.operation == operation,
+            tasks.c.site == site,
+        )
+        with self._tx() as c:
+            row = c.execute(select(tasks).where(key)).first()
+            if row is None:
+                with suppress(SQLIntegrityError):  # another thread created it first
+                    c.execute(
+                        insert(tasks).values(
+                            job_id=job_id,
+                            round=round,
+                            operation=operation,
+                            site=site,
+                            instruction=json.dumps(instruction, sort_keys=True),
+                            params_sha256=params_sha256,
+                            status="pending",
+                            created_at=time.time(),
+                        )
+                    )
+                row = c.execute(select(tasks).where(key)).first()
+        assert row is not None
+        return _task(row)
+
+    def next_task(self, site: str) -> TaskRow | None:
+        """The oldest open task of a running job for ``site`` (re-delivered if unanswered)."""
+        with self._tx() as c:
+            row = c.execute(
+                select(tasks)
+                .join(jobs, jobs.c.id == tasks.c.job_id)
+                .where(
+                    and_(
+                        tasks.c.site == site,
+                        tasks.c.status.in_(OPEN_TASK),
+                        jobs.c.status == "running",
+                    )
+                )
+                .order_by(tasks.c.id)
+                .limit(1)
+            ).first()
+            if row is None:
+                return None
+            c.execute(
+                update(tasks)
+                .where(tasks.c.id == row._mapping["id"])
+                .values(status="delivered", delivered_at=time.time())
+            )
+        return _task(row)
+
+    def task(self, task_id: int) -> TaskRow | None:
+        with self._tx() as c:
+            row = c.execute(select(tasks).where(tasks.c.id == task_id)).first()
+        return None if row is None else _task(row)
+
+    def complete_task(
+        self, task_id: int, *, reply: dict[str, Any], reply_sha256: str | None
+    ) -> str:
+        """Record a reply. Returns "accepted", "duplicate" (same reply again) or "closed"."""
+        body = json.dumps(reply, sort_keys=True)
+        with self._tx() as c:
+            row = c.execute(select(tasks).where(tasks.c.id == task_id)).first()
+            if row is None:
+                return "closed"
+            m = row._mapping
+            if m["status"] == "done":
+                same = m["reply_sha256"] == reply_sha256 and m["reply"] == body
+                return "duplicate" if same else "closed"
+            if m["status"] not in OPEN_TASK:
+                return "closed"
+            res = c.execute(
+                update(tasks)
+                .where(and_(tasks.c.id == task_id, tasks.c.status.in_(OPEN_TASK)))
+                .values(
+                    status="done", reply=body, reply_sha256=reply_sha256, finished_at=time.time()
+                )
+            )
+            return "accepted" if res.rowcount == 1 else "closed"
+
+    def close_tasks(self, task_ids: list[int], status: str = "expired") -> None:
+        if not task_ids:
+            return
+        with self._tx() as c:
+            c.execute(
+                update(tasks)
+                .where(and_(tasks.c.id.in_(task_ids), tasks.c.status.in_(OPEN_TASK)))
+                .values(status=status, finished_at=time.time())
+            )
+
+    def tasks_by_id(self, task_ids: list[int]) -> dict[int, TaskRow]:
+        if not task_ids:
+            return {}
+        with self._tx() as c:
+            rows = c.execute(select(tasks).where(tasks.c.id.in_(task_ids))).all()
+        return {r._mapping["id"]: _task(r) for r in rows}
+
+    def site_may_read(self, site: str, sha256: str) -> bool:
+        """A site reads only the models sent to it and its own replies, never another site's."""
+        with self._tx() as c:
+            row = c.execute(
+                select(tasks.c.id)
+                .where(
+                    and_(
+                        tasks.c.site == site,
+                        or_(tasks.c.params_sha256 == sha256, tasks.c.reply_sha256 == sha256),
+                    )
+                )
+                .limit(1)
+            ).first()
+        return row is not None
+
+    # -- uploads ------------------------------------------------------------------------
+
+    def create_upload(
+        self, *, owner: str, sha256: str, size: int, chunk_size: int
+    ) -> dict[str, Any]:
+        with self._tx() as c:
+            row = c.execute(
+                select(uploads).where(
+                    and_(
+                        uploads.c.owner == owner,
+                        uploads.c.sha256 == sha256,
+                        uploads.c.done.is_(False),
+                    )
+                )
+            ).first()
+            if row is not None and row._mapping["size"] == size:
+                return dict(row._mapping)
+            upload_id = secrets.token_urlsafe(18)
+            c.execute(
+                insert(uploads).values(
+                    id=upload_id,
+                    owner=owner,
+                    sha256=sha256,
+                    size=size,
+                    chunk_size=chunk_size,
+                    received="[]",
+                    created_at=time.time(),
+                    done=False,
+                )
+            )
+            row = c.execute(select(uploads).where(uploads.c.id == upload_id)).first()
+        assert row is not None
+        return dict(row._mapping)
+
+    def upload(self, upload_id: str) -> dict[str, Any] | None:
+        with self._tx() as c:
+            row = c.execute(select(uploads).where(uploads.c.id == upload_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def mark_chunk(self, upload_id: str, index: int) -> None:
+        with self._tx() as c:
+            row = c.execute(select(uploads.c.received).where(uploads.c.id == upload_id)).first()
+            if row is None:
+                return
+            received = set(json.loads(row[0]))
+            received.add(index)
+            c.execute(
+                update(uploads)
+                .where(uploads.c.id == upload_id)
+                .values(received=json.dumps(sorted(received)))
+            )
+
+    def finish_upload(self, upload_id: str) -> None:
+        with self._tx() as c:
+            c.execute(update(uploads).where(uploads.c.id == upload_id).values(done=True))
