@@ -144,7 +144,7 @@ class JobRunner(threading.Thread):
         )
         for r in range(job.rounds_done + 1, config.rounds + 1):
             # a round starts once enough data stewards have approved the job's code
-            backend.wait_for_sites(config.min_sites, timeout=config.round_timeout)
+            backend.wait_for_sites(config.min_sites)
             params = driver.run_round(r, params, last=r == config.rounds).params
         self.store.set_job_status(self.job_id, "complete")
         self.store.audit(

@@ -51,18 +51,24 @@ class RemoteBackend:
         approved = [s for s, a in self.store.approvals(self.job_id).items() if a == "approved"]
         return sorted(s for s in approved if not self.store.is_revoked(s))
 
-    def wait_for_sites(self, count: int, *, timeout: float) -> list[str]:
-        """Wait until ``count`` sites approved the job (or the timeout); returns the sites."""
-        deadline = time.monotonic() + timeout
+    def wait_for_sites(self, count: int, *, timeout: float | None = None) -> list[str]:
+        """Wait until ``count`` sites approved the job (a steward may take days), or the timeout.
+
+        Raises JobCancelled if the job stops while waiting.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             names = self.site_names
-            if len(names) >= count or time.monotonic() >= deadline:
+            if len(names) >= count or (deadline is not None and time.monotonic() >= deadline):
                 return names
             job = self.store.job(self.job_id)
             if job is None or job.status != "running":
                 raise JobCancelled(f"job {self.job_id} is {job.status if job else 'gone'}")
             with self.wakeup:
-                self.wakeup.wait(min(self.poll, max(0.0, deadline - time.monotonic())))
+                wait = (
+                    self.poll if deadline is None else min(self.poll, deadline - time.monotonic())
+                )
+                self.wakeup.wait(max(0.0, wait))
 
     def _failure(self, task: TaskRow, kind: str, message: str) -> Reply:
         from medfed.records import Operation
