@@ -32,6 +32,7 @@ __all__ = [
     "metrics_to_json",
     "params_from_bytes",
     "params_to_bytes",
+    "reply_from_header",
     "reply_from_wire",
     "reply_to_wire",
     "save_params",
@@ -256,10 +257,15 @@ def reply_to_wire(reply: Reply) -> tuple[dict[str, Any], bytes | None]:
 
 
 def reply_from_wire(header: Mapping[str, Any], blob: bytes | None) -> Reply:
+    """A reply from its JSON header and, for a training reply, its update's tensor blob."""
+    return reply_from_header(header, None if blob is None else params_from_bytes(blob)[0])
+
+
+def reply_from_header(header: Mapping[str, Any], delta: Params | None) -> Reply:
+    """A reply from its JSON header and an update already decoded (e.g. memory-mapped)."""
     try:
         update = None
-        if blob is not None:
-            delta, _ = params_from_bytes(blob)
+        if delta is not None:
             n = header["num_examples"]
             if isinstance(n, bool) or not isinstance(n, int):
                 raise TypeError("num_examples must be an integer")

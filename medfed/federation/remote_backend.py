@@ -18,7 +18,8 @@ from medfed.federation.blobs import BlobStore
 from medfed.federation.store import Store, TaskRow
 from medfed.orchestration.backends.base import Request
 from medfed.records import Reply, SiteFailure
-from medfed.serde import instruction_to_wire, params_to_bytes, reply_from_wire
+from medfed.serde import instruction_to_wire, params_to_bytes, reply_from_header
+from medfed.tensor_file import open_params
 
 __all__ = ["JobCancelled", "RemoteBackend"]
 
@@ -85,8 +86,9 @@ class RemoteBackend:
             return self._failure(task, "Timeout", "no reply before the round's deadline")
         if task.status != "done" or task.reply is None:
             return self._failure(task, "Closed", f"the task ended as {task.status}")
-        blob = self.blobs.read(task.reply_sha256) if task.reply_sha256 else None
-        return reply_from_wire(task.reply, blob)
+        # the update is memory-mapped from the blob store: aggregating it needs no copy
+        delta = open_params(self.blobs.path(task.reply_sha256))[0] if task.reply_sha256 else None
+        return reply_from_header(task.reply, delta)
 
     def exchange(
         self, requests: Sequence[Request], *, timeout: float | None = None
