@@ -34,7 +34,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from medfed.cli import coordinator, data, job, node, node_start, provision, simulate
+    from medfed.cli import coordinator, data, doctor, job, node, node_start, provision, simulate
 
     cli.add_command(simulate.demo)
     cli.add_command(simulate.simulate)
@@ -45,6 +45,7 @@ def _register() -> None:
     node.node.add_command(node_start.start)
     cli.add_command(node.node)
     cli.add_command(job.job)
+    cli.add_command(doctor.doctor)
 
 
 _register()

@@ -13,6 +13,7 @@ import json
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -176,6 +177,42 @@ class FederationClient:
             )
         self._retrying(lambda: self.post_json(f"/v1/uploads/{upload_id}/complete", {}))
         return sha
+
+    def download_blob_to(self, sha256: str, path: Path) -> Path:
+        """Stream a blob into a file by byte ranges (bounded memory, resumable); checks sha256.
+
+        A partial file from an earlier, broken attempt is resumed where it stopped.
+        """
+        part = path.with_name(path.name + ".part")
+        digest = hashlib.sha256()
+        offset = 0
+        if part.exists():
+            with open(part, "rb") as fh:
+                while chunk := fh.read(DOWNLOAD_CHUNK):
+                    digest.update(chunk)
+                    offset += len(chunk)
+        size: int | None = None
+        with open(part, "ab") as out:
+            while size is None or offset < size:
+                end = offset + DOWNLOAD_CHUNK - 1
+                response = self._retrying(
+                    lambda o=offset, e=end: self.request(  # type: ignore[misc]
+                        "GET", f"/v1/blobs/{sha256}", headers={"range": f"bytes={o}-{e}"}
+                    )
+                )
+                size = int(response.headers.get("x-blob-size", len(response.content)))
+                if size == 0:
+                    break
+                if not response.content:
+                    raise TransportError("the coordinator sent an empty chunk")
+                out.write(response.content)
+                digest.update(response.content)
+                offset += len(response.content)
+        if digest.hexdigest() != sha256:
+            part.unlink(missing_ok=True)
+            raise IntegrityError("the downloaded blob does not match its sha256; try again")
+        part.replace(path)
+        return path
 
     def download_blob(self, sha256: str) -> bytes:
         """Download a blob by byte ranges (resuming after a broken connection); checks sha256."""

@@ -22,11 +22,12 @@ from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import MedfedError
 from medfed.federation.client import FederationClient, TransportError
-from medfed.records import Reply, SiteFailure
-from medfed.serde import instruction_from_wire, params_from_bytes, reply_to_wire
+from medfed.records import Params, Reply, SiteFailure
+from medfed.serde import instruction_from_wire, reply_to_wire
 from medfed.site.approval import ApprovalStore
 from medfed.site.ledger import EgressLedger
 from medfed.site.runtime import SiteRuntime
+from medfed.tensor_file import open_params
 
 __all__ = ["NodeAgent", "NodeSettings"]
 
@@ -138,13 +139,22 @@ class NodeAgent:
 
     # -- one task -------------------------------------------------------------------------
 
+    def _global_model(self, sha256: str) -> Params:
+        """The model of this round, streamed to disk and memory-mapped (bounded memory)."""
+        folder = self.settings.state_dir / "models"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{sha256}.safetensors"
+        if not path.exists():
+            for old in folder.glob("*.safetensors"):  # keep only the current model
+                old.unlink(missing_ok=True)
+            self.client.download_blob_to(sha256, path)
+        return open_params(path)[0]
+
     def _run_task(self, task: dict[str, Any]) -> None:
         job_id, round_ = task["job_id"], task["round"]
         try:
             ctx = self._context(job_id, self._announced.get(job_id, {}).get("train", {}))
-            params, _ = params_from_bytes(self.client.download_blob(task["params_sha256"]))
-            for arr in params.values():
-                arr.flags.writeable = False
+            params = self._global_model(task["params_sha256"])
             instruction = instruction_from_wire(task["instruction"], params)
             self.on_event(f"{job_id} round {round_}: {task['operation']}…")
             reply = ctx.runtime.handle(instruction)

@@ -89,8 +89,8 @@ def test_a_killed_node_is_left_out_and_rejoins_after_restart(federation: Federat
     fed.start_coordinator()
     for site in SITES:
         fed.start_node(site, "--auto-approve")
-    job_id = _submit(fed, "--rounds", "5", "--min-sites", "2", "--round-timeout", "8")
-    _wait(fed, job_id, lambda v: v["rounds_done"] >= 1, 120)
+    job_id = _submit(fed, "--rounds", "5", "--min-sites", "2", "--round-timeout", "20")
+    _wait(fed, job_id, lambda v: v["rounds_done"] >= 1 and len(v["sites"]) == 3, 180)
     fed.stop(SITES[2], kill=True)  # kill -9 one hospital's node
     view = _wait(
         fed, job_id, lambda v: any(SITES[2] in r["failures"] for r in v["rounds_detail"]), 120
