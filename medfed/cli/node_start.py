@@ -66,6 +66,8 @@ def start(
             f"data set {data_name!r} has no site {name!r}; pass --site, one of: "
             + ", ".join(dataset.site_names)
         )
+    if insecure:
+        warn("--insecure: talking to the coordinator over plain HTTP. Development only.")
     if auto_approve:
         warn(
             "--auto-approve: every job's code will run here WITHOUT the data steward's "
