@@ -18,18 +18,34 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 from medfed.errors import IntegrityError
 
 __all__ = ["BlobStore", "valid_sha256"]
 
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+# fullmatch, not match with ^…$: "$" also matches before a trailing newline
+_SHA = re.compile(r"[0-9a-f]{64}")
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _READ = 1 << 20
 
 
 def valid_sha256(value: str) -> bool:
-    return bool(_SHA.match(value))
+    return bool(_SHA.fullmatch(value))
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class BlobStore:
@@ -63,6 +79,7 @@ class BlobStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+            _fsync_dir(target.parent)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -94,7 +111,7 @@ class BlobStore:
     # -- resumable uploads ----------------------------------------------------------------
 
     def _part(self, upload_id: str) -> Path:
-        if not re.match(r"^[A-Za-z0-9_-]{8,64}$", upload_id):
+        if not _UPLOAD_ID.fullmatch(upload_id):
             raise ValueError("bad upload id")
         return self.root / "uploads" / f"{upload_id}.part"
 
@@ -126,6 +143,7 @@ class BlobStore:
             part.unlink()
         else:
             os.replace(part, target)
+            _fsync_dir(target.parent)
 
     def discard_upload(self, upload_id: str) -> None:
         self._part(upload_id).unlink(missing_ok=True)

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -42,6 +43,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 __all__ = ["JobRow", "Store", "TaskRow"]
+
+_T = TypeVar("_T")
 
 metadata = MetaData()
 
@@ -140,7 +143,7 @@ uploads = Table(
     Column("id", String(64), primary_key=True),
     Column("owner", String(64), nullable=False),
     Column("sha256", String(64), nullable=False),
-    Column("size", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),  # uploads may exceed 2 GiB (PostgreSQL int4)
     Column("chunk_size", Integer, nullable=False),
     Column("received", Text, nullable=False, default="[]"),
     Column("created_at", Float, nullable=False),
@@ -240,6 +243,20 @@ class Store:
         with self.engine.begin() as conn:
             yield conn
 
+    def _tx_retry(self, fn: Callable[[Connection], _T]) -> _T:
+        """``fn`` in a transaction, run once more when a concurrent insert of the same key won.
+
+        The read-then-insert methods below race with themselves (two threads both see no row,
+        both insert); the loser's retry sees the winner's row. A failed statement aborts the
+        whole transaction on PostgreSQL, so the retry needs a new transaction, not a catch.
+        """
+        try:
+            with self._tx() as c:
+                return fn(c)
+        except SQLIntegrityError:
+            with self._tx() as c:
+                return fn(c)
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -247,7 +264,8 @@ class Store:
 
     def touch_participant(self, name: str, role: str, fingerprint: str) -> None:
         now = time.time()
-        with self._tx() as c:
+
+        def touch(c: Connection) -> None:
             row = c.execute(select(participants).where(participants.c.name == name)).first()
             if row is None:
                 c.execute(
@@ -267,6 +285,8 @@ class Store:
                     .values(last_seen=now, fingerprint=fingerprint, role=role)
                 )
 
+        self._tx_retry(touch)
+
     def is_revoked(self, name: str) -> bool:
         with self._tx() as c:
             row = c.execute(
@@ -275,9 +295,10 @@ class Store:
         return bool(row and row[0])
 
     def revoke(self, name: str, reason: str) -> bool:
-        """Refuse every future request from ``name``; False when no such participant was seen."""
+        """Refuse every future request from ``name``, also one not seen yet (always True)."""
         now = time.time()
-        with self._tx() as c:
+
+        def revoke(c: Connection) -> None:
             res = c.execute(
                 update(participants)
                 .where(participants.c.name == name)
@@ -296,6 +317,8 @@ class Store:
                         revoked_reason=reason,
                     )
                 )
+
+        self._tx_retry(revoke)
         return True
 
     def participants(self) -> list[dict[str, Any]]:
@@ -333,11 +356,13 @@ class Store:
             c.execute(
                 insert(audit).values(
                     time=time.time(),
-                    principal=principal,
-                    role=role,
-                    action=action,
+                    # cut to the columns' lengths: PostgreSQL refuses longer strings, and an
+                    # action may quote a caller's URL path
+                    principal=principal[:64],
+                    role=role[:16],
+                    action=action[:64],
                     target=target[:200],
-                    outcome=outcome,
+                    outcome=outcome[:16],
                     detail=detail[:2000],
                 )
             )
@@ -347,7 +372,7 @@ class Store:
     ) -> list[dict[str, Any]]:
         q = select(audit).order_by(audit.c.id.desc()).limit(limit)
         if target_prefix:
-            q = q.where(audit.c.target.startswith(target_prefix))
+            q = q.where(audit.c.target.startswith(target_prefix, autoescape=True))
         with self._tx() as c:
             rows = c.execute(q).all()
         return [dict(r._mapping) for r in reversed(rows)]
@@ -438,7 +463,7 @@ class Store:
     # -- approvals ------------------------------------------------------------------------
 
     def set_approval(self, job_id: str, site: str, approval: str) -> None:
-        with self._tx() as c:
+        def approve(c: Connection) -> None:
             res = c.execute(
                 update(job_sites)
                 .where(and_(job_sites.c.job_id == job_id, job_sites.c.site == site))
@@ -450,6 +475,8 @@ class Store:
                         job_id=job_id, site=site, approval=approval, updated_at=time.time()
                     )
                 )
+
+        self._tx_retry(approve)
 
     def approvals(self, job_id: str) -> dict[str, str]:
         with self._tx() as c:
@@ -475,23 +502,26 @@ class Store:
             tasks.c.operation == operation,
             tasks.c.site == site,
         )
-        with self._tx() as c:
+
+        def ensure(c: Connection) -> Any:
             row = c.execute(select(tasks).where(key)).first()
-            if row is None:
-                with suppress(SQLIntegrityError):  # another thread created it first
-                    c.execute(
-                        insert(tasks).values(
-                            job_id=job_id,
-                            round=round,
-                            operation=operation,
-                            site=site,
-                            instruction=json.dumps(instruction, sort_keys=True),
-                            params_sha256=params_sha256,
-                            status="pending",
-                            created_at=time.time(),
-                        )
+            if row is None:  # a concurrent creator makes this insert fail: _tx_retry reads it
+                c.execute(
+                    insert(tasks).values(
+                        job_id=job_id,
+                        round=round,
+                        operation=operation,
+                        site=site,
+                        instruction=json.dumps(instruction, sort_keys=True),
+                        params_sha256=params_sha256,
+                        status="pending",
+                        created_at=time.time(),
                     )
+                )
                 row = c.execute(select(tasks).where(key)).first()
+            return row
+
+        row = self._tx_retry(ensure)
         assert row is not None
         return _task(row)
 
@@ -621,17 +651,23 @@ class Store:
         return None if row is None else dict(row._mapping)
 
     def mark_chunk(self, upload_id: str, index: int) -> None:
-        with self._tx() as c:
-            row = c.execute(select(uploads.c.received).where(uploads.c.id == upload_id)).first()
-            if row is None:
-                return
-            received = set(json.loads(row[0]))
-            received.add(index)
-            c.execute(
-                update(uploads)
-                .where(uploads.c.id == upload_id)
-                .values(received=json.dumps(sorted(received)))
-            )
+        # compare-and-set: chunks of one upload may arrive in parallel, and a plain
+        # read-modify-write of ``received`` would lose one of two concurrent marks
+        while True:
+            with self._tx() as c:
+                row = c.execute(select(uploads.c.received).where(uploads.c.id == upload_id)).first()
+                if row is None:
+                    return
+                received = set(json.loads(row[0]))
+                if index in received:
+                    return
+                res = c.execute(
+                    update(uploads)
+                    .where(and_(uploads.c.id == upload_id, uploads.c.received == row[0]))
+                    .values(received=json.dumps(sorted(received | {index})))
+                )
+                if res.rowcount == 1:
+                    return
 
     def finish_upload(self, upload_id: str) -> None:
         with self._tx() as c:
