@@ -287,5 +287,5 @@ def reply_from_header(header: Mapping[str, Any], delta: Params | None) -> Reply:
             ),
             seconds=float(header.get("seconds", 0.0)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SerializationError(f"malformed reply header ({exc})") from None

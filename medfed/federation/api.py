@@ -1,8 +1,13 @@
 """The coordinator's HTTP API (FastAPI). Every route but ``/v1/health`` needs a signed request.
 
 Roles: ``site`` (a hospital's node), ``researcher`` (submits and follows jobs), ``admin``
-(revocation, audit). Every refusal is a 4xx with one sentence, written to the audit log, and
-leaves the job's state untouched.
+(revocation, audit). The signature is checked before FastAPI parses or validates anything, so an
+unsigned request is a 401 whatever its body. Every refusal is a 4xx with one sentence, written to
+the audit log with who asked, and leaves the job's state untouched.
+
+Blobs are content-addressed but not a capability: naming a sha256 in a reply or a job, or
+skipping an upload because the blob exists, needs the caller to have uploaded those bytes itself
+or to be allowed to read them; knowing another site's hash is not enough.
 """
 
 from __future__ import annotations
@@ -17,23 +22,41 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from sqlalchemy import and_, select
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from medfed.errors import MedfedError, SerializationError
+from medfed.errors import MedfedError
 from medfed.federation.blobs import BlobStore, valid_sha256
 from medfed.federation.signing import AuthError, Principal, verify_request
 from medfed.federation.store import Store
+from medfed.federation.store import audit as audit_table
+from medfed.math.aggregate import is_finite
 from medfed.orchestration.validate import check_update
-from medfed.records import Operation
+from medfed.records import Operation, Reply
 from medfed.serde import params_from_bytes, reply_from_wire
 
 __all__ = ["ApiSettings", "create_app"]
 
 CHUNK_SIZE = 8 << 20
 MAX_BODY = CHUNK_SIZE + (1 << 16)
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+MAX_ID = 2**31 - 1  # the largest row id every SQL database stores (PostgreSQL's integer)
+_TEXT = r"^[^\x00]*$"  # stored text: PostgreSQL refuses NUL characters
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_OPEN = frozenset({"/v1/health"})  # the only route that needs no signed request
+
+
+# what parsing untrusted bytes or JSON may raise: each is the sender's fault, a 400, never a 500
+_MALFORMED = (MedfedError, LookupError, TypeError, ValueError, AttributeError)
+
+
+class Refusal(HTTPException):
+    """A refusal that is already written to the audit log."""
 
 
 class ApiSettings(BaseModel):
@@ -57,15 +80,15 @@ class ReplyBody(BaseModel):
 
 
 class JobSubmit(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    task_name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=_TEXT)
+    task_name: str = Field(min_length=1, max_length=200, pattern=_TEXT)
     bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     initial_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     config: dict[str, Any]
 
 
 class RevokeBody(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500, pattern=_TEXT)
 
 
 def create_app(
@@ -83,9 +106,9 @@ def create_app(
     app = FastAPI(title="medfed coordinator", version="1", docs_url=None, redoc_url=None)
     ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
 
-    def refuse(
-        p: Principal | None, status: int, action: str, target: str, reason: str
-    ) -> HTTPException:
+    def refuse(p: Principal | None, status: int, action: str, target: str, reason: str) -> Refusal:
+        # a refusal may quote what the caller sent: keep it storable (no NUL, valid UTF-8)
+        action, target, reason = (_storable(t) for t in (action, target, reason))
         store.audit(
             principal=p.name if p else "anonymous",
             role=p.role if p else "-",
@@ -94,15 +117,26 @@ def create_app(
             outcome="refused",
             detail=reason,
         )
-        return HTTPException(status_code=status, detail=reason)
+        return Refusal(status_code=status, detail=reason)
 
-    async def authenticated(request: Request) -> Principal:
+    def principal_of(request: Request) -> Principal | None:
+        p = getattr(request.state, "principal", None)
+        return p if isinstance(p, Principal) else None
+
+    async def authenticate(request: Request) -> Principal:
+        """Who signed this request (or a refusal); runs before FastAPI parses the body."""
+        too_large = "request body too large; send tensors in chunks"
+        action = f"{request.method} {request.url.path}"
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise HTTPException(413, "request body too large; send tensors in chunks")
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise HTTPException(413, "request body too large; send tensors in chunks")
+            raise await run_in_threadpool(refuse, None, 413, action, "", too_large)
+        parts, size = [], 0
+        async for part in request.stream():  # bounded even without a content-length
+            size += len(part)
+            if size > MAX_BODY:
+                raise await run_in_threadpool(refuse, None, 413, action, "", too_large)
+            parts.append(part)
+        body = request._body = b"".join(parts)  # what request.body() returns from now on
         path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         if request.scope.get("query_string"):
             path += "?" + request.scope["query_string"].decode("latin-1")
@@ -120,42 +154,87 @@ def create_app(
                     remember_nonce=store.remember_nonce,
                 )
             except AuthError as exc:
-                raise refuse(
-                    None, 401, f"{request.method} {request.url.path}", "", str(exc)
-                ) from None
+                raise refuse(None, 401, action, "", str(exc)) from None
             if store.is_revoked(p.name):
                 raise refuse(
                     p,
                     403,
-                    f"{request.method} {request.url.path}",
+                    action,
                     p.name,
                     "this identity has been revoked by the federation's admin",
                 )
             store.touch_participant(p.name, p.role, p.fingerprint)
             return p
 
-        return await run_in_threadpool(check)
+        p = await run_in_threadpool(check)
+        request.state.principal = p
+        return p
+
+    class SignedRoute(APIRoute):
+        """Checks the signature first: before FastAPI parses, validates or answers anything."""
+
+        def get_route_handler(self) -> Callable[[Request], Any]:
+            handler = super().get_route_handler()
+            if self.path in _OPEN:
+                return handler
+
+            async def signed_first(request: Request) -> Response:
+                p = await authenticate(request)
+                if "\x00" in request.url.path:  # no id or name holds one; a database may choke
+                    action = f"{request.method} {request.url.path}"
+                    raise await run_in_threadpool(refuse, p, 404, action, "", "no such resource")
+                response: Response = await handler(request)
+                return response
+
+            return signed_first
+
+    app.router.route_class = SignedRoute
+
+    async def authenticated(request: Request) -> Principal:
+        p = principal_of(request)
+        if p is None:  # every route but the open ones is a SignedRoute
+            raise HTTPException(401, "this request was not signed")
+        return p
 
     def need(role: str, *roles: str) -> Callable[..., Any]:
         allowed = {role, *roles}
 
         async def dep(p: Principal = Depends(authenticated)) -> Principal:
             if p.role not in allowed:
-                await run_in_threadpool(
-                    refuse,
-                    p,
-                    403,
-                    "role",
-                    "",
-                    f"this needs a {' or '.join(sorted(allowed))} identity",
-                )
-                raise HTTPException(403, f"this needs a {' or '.join(sorted(allowed))} identity")
+                reason = f"this needs a {' or '.join(sorted(allowed))} identity"
+                raise await run_in_threadpool(refuse, p, 403, "role", "", reason)
             return p
 
         return dep
 
+    # every refusal is one sentence, written to the audit log with who asked
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _refused(request: Request, exc: StarletteHTTPException) -> Response:
+        # a route's own refusals are audited where they are raised; FastAPI's (a body that
+        # does not parse) and a bad Range are audited here. Unknown paths match no route.
+        if not isinstance(exc, Refusal) and "endpoint" in request.scope and exc.status_code < 500:
+            await run_in_threadpool(
+                refuse,
+                principal_of(request),
+                exc.status_code,
+                f"{request.method} {request.url.path}",
+                "",
+                str(exc.detail),
+            )
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        reason = _invalid_sentence(exc)
+        action = f"{request.method} {request.url.path}"
+        await run_in_threadpool(refuse, principal_of(request), 422, action, "", reason)
+        return JSONResponse({"detail": reason}, status_code=422)
+
     @app.exception_handler(MedfedError)
-    async def _medfed_error(_: Request, exc: MedfedError) -> JSONResponse:
+    async def _medfed_error(request: Request, exc: MedfedError) -> JSONResponse:
+        action = f"{request.method} {request.url.path}"
+        await run_in_threadpool(refuse, principal_of(request), 400, action, "", str(exc))
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @app.get("/v1/health")
@@ -245,7 +324,8 @@ def create_app(
                 body.sha256,
                 f"uploads are limited to {settings.max_upload_bytes} bytes",
             )
-        if blobs.exists(body.sha256):
+        if blobs.exists(body.sha256) and _holds(store, p, body.sha256):
+            # nothing to send again; anyone else proves they hold the bytes by sending them
             return {"id": None, "chunk_size": CHUNK_SIZE, "received": [], "complete": True}
         up = store.create_upload(
             owner=p.name, sha256=body.sha256, size=body.size, chunk_size=CHUNK_SIZE
@@ -282,7 +362,12 @@ def create_app(
                 upload_id,
                 f"chunk {index} must hold {max(0, expected)} bytes",
             )
-        await run_in_threadpool(blobs.write_chunk, upload_id, index * up["chunk_size"], body)
+        try:
+            await run_in_threadpool(blobs.write_chunk, upload_id, index * up["chunk_size"], body)
+        except FileNotFoundError:  # completed or refused meanwhile
+            raise await run_in_threadpool(
+                refuse, p, 404, "upload.chunk", upload_id, "no such upload"
+            ) from None
         await run_in_threadpool(store.mark_chunk, upload_id, index)
         return {"index": index}
 
@@ -302,14 +387,28 @@ def create_app(
         up = store.upload(upload_id)
         if up is None or up["owner"] != p.name:
             raise refuse(p, 404, "upload.complete", upload_id, "no such upload")
+        if up["done"]:  # completing again is idempotent, and says no more than the first time
+            if _uploaded_by(store, p.name, up["sha256"]):
+                return {"sha256": up["sha256"]}
+            raise refuse(
+                p, 409, "upload.complete", upload_id, "this upload was refused; start a new one"
+            )
         n_chunks = max(1, math.ceil(up["size"] / up["chunk_size"])) if up["size"] else 0
         if len(json.loads(up["received"])) < n_chunks:
             raise refuse(p, 409, "upload.complete", upload_id, "some chunks are still missing")
         try:
             blobs.finish_upload(upload_id, up["sha256"])
-        except MedfedError as exc:
-            blobs.discard_upload(upload_id)
+        except FileNotFoundError:
+            # a concurrent call completed or refused it, or a crash came between moving the
+            # bytes into place and recording it. Never inferred to be a success (that would
+            # hand out ownership of bytes nobody checked here): this id ends, a new one works.
             store.finish_upload(upload_id)
+            raise refuse(
+                p, 409, "upload.complete", upload_id, "this upload was interrupted; start it again"
+            ) from None
+        except MedfedError as exc:
+            store.finish_upload(upload_id)  # first, so a concurrent call sees the refusal
+            blobs.discard_upload(upload_id)
             raise refuse(p, 400, "upload.complete", upload_id, str(exc)) from None
         store.finish_upload(upload_id)
         store.audit(
@@ -325,7 +424,7 @@ def create_app(
     def reply(
         task_id: int, body: ReplyBody, p: Principal = Depends(need("site"))
     ) -> dict[str, str]:
-        task = store.task(task_id)
+        task = store.task(task_id) if 0 < task_id <= MAX_ID else None
         if task is None or task.site != p.name:
             raise refuse(p, 404, "task.reply", f"task/{task_id}", "no such task")
         target = f"{task.job_id}/r{task.round}/{task.operation}"
@@ -336,14 +435,23 @@ def create_app(
             or header.get("operation") != task.operation
         ):
             raise refuse(p, 400, "task.reply", target, "the reply does not match its task")
-        if body.blob_sha256 is not None and not blobs.exists(body.blob_sha256):
+        sha = body.blob_sha256
+        if sha is not None and not (blobs.exists(sha) and _holds(store, p, sha)):
             raise refuse(p, 400, "task.reply", target, "upload the update before replying")
         try:
-            blob = blobs.read(body.blob_sha256) if body.blob_sha256 else None
+            blob = blobs.read(sha) if sha else None
             parsed = reply_from_wire(header, blob)
-        except (SerializationError, ValueError) as exc:
+        except _MALFORMED as exc:
             raise refuse(p, 400, "task.reply", target, f"malformed reply: {exc}") from None
-        if parsed.ok and task.operation == Operation.TRAIN.value:
+        problem = _header_problem(parsed)
+        if problem is not None:
+            raise refuse(p, 422, "task.reply", target, f"reply refused: {problem}")
+        train = parsed.ok and task.operation == Operation.TRAIN.value
+        if blob is not None and not train:  # only what check_update saw may be stored
+            raise refuse(
+                p, 400, "task.reply", target, "only a successful training reply carries an update"
+            )
+        if train:
             params, _ = params_from_bytes(blobs.read(task.params_sha256))
             problem = check_update(parsed, params)
             if problem is not None:
@@ -373,13 +481,19 @@ def create_app(
             (body.bundle_sha256, "task bundle"),
             (body.initial_sha256, "initial model"),
         ):
-            if not blobs.exists(sha):
+            if not (blobs.exists(sha) and _holds(store, p, sha)):
                 raise refuse(p, 400, "job.submit", body.name, f"upload the {what} first")
         try:
             config = JobConfig.from_json(body.config)
-            params_from_bytes(blobs.read(body.initial_sha256))
-        except MedfedError as exc:
-            raise refuse(p, 400, "job.submit", body.name, str(exc)) from None
+            initial, _ = params_from_bytes(blobs.read(body.initial_sha256))
+        except _MALFORMED as exc:
+            # safetensors raises KeyError for a dtype numpy lacks; a crafted order header TypeError
+            reason = str(exc) if isinstance(exc, MedfedError) else f"not a valid model ({exc!r})"
+            raise refuse(p, 400, "job.submit", body.name, reason) from None
+        if not is_finite(initial):
+            raise refuse(
+                p, 400, "job.submit", body.name, "the initial model contains NaN or infinite values"
+            )
         job = store.create_job(
             name=body.name,
             researcher=p.name,
@@ -434,7 +548,7 @@ def create_app(
     def revoke(
         name: str, body: RevokeBody, p: Principal = Depends(need("admin"))
     ) -> dict[str, str]:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise refuse(p, 400, "participant.revoke", name[:64], "not a participant name")
         store.revoke(name, body.reason)
         store.audit(
@@ -472,6 +586,59 @@ def _may_read(store: Store, p: Principal, sha256: str) -> bool:
         if any(r["params_sha256"] == sha256 for r in store.rounds(job.id)):
             return True
     return False
+
+
+def _storable(text: str) -> str:
+    """``text`` as every SQL database stores it: NUL and lone surrogates written as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _uploaded_by(store: Store, name: str, sha256: str) -> bool:
+    """Whether ``name`` itself delivered bytes that hashed to ``sha256`` (an "upload" ok row in
+    the audit log is written only then; a refused upload leaves none)."""
+    query = (
+        select(audit_table.c.id)
+        .where(
+            and_(
+                audit_table.c.principal == name,
+                audit_table.c.action == "upload",
+                audit_table.c.target == sha256,
+                audit_table.c.outcome == "ok",
+            )
+        )
+        .limit(1)
+    )
+    with store.engine.connect() as c:
+        return c.execute(query).first() is not None
+
+
+def _holds(store: Store, p: Principal, sha256: str) -> bool:
+    """May ``p`` name this blob in a reply or a job? Only if it uploaded the bytes itself or may
+    read them anyway: knowing a blob's sha256 is no proof of holding another site's update."""
+    return _uploaded_by(store, p.name, sha256) or _may_read(store, p, sha256)
+
+
+def _header_problem(reply: Reply) -> str | None:
+    """Why a reply's JSON numbers cannot be recorded (JSON parsing lets NaN and Infinity in)."""
+    if not math.isfinite(reply.seconds) or reply.seconds < 0:
+        return "seconds must be a finite, non-negative number"
+    m = reply.metrics
+    if m is not None:
+        values = [m.loss, m.accuracy, m.auroc, m.c_index, *m.extra.values()]
+        if any(v is not None and not math.isfinite(v) for v in values):
+            return "metrics must be finite numbers"
+    return None
+
+
+def _invalid_sentence(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "the request is malformed"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return "the request body is not valid JSON"
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"the request is malformed: {where}: {first.get('msg', 'invalid value')}"
 
 
 def _range(header: str | None, size: int) -> tuple[int, int]:

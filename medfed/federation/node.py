@@ -21,7 +21,7 @@ from typing import Any
 from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import MedfedError
-from medfed.federation.client import FederationClient, TransportError
+from medfed.federation.client import ApiError, FederationClient, TransportError
 from medfed.records import Params, Reply, SiteFailure
 from medfed.serde import instruction_from_wire, reply_to_wire
 from medfed.site.approval import ApprovalStore
@@ -82,6 +82,12 @@ class NodeAgent:
                 delay = min(self.settings.max_backoff, backoff) * (0.5 + random.random())
                 self.on_event(f"coordinator unreachable ({exc}); retrying in {delay:.0f} s")
                 time.sleep(delay)
+                backoff *= 2
+            except ApiError as exc:
+                # a refusal concerns one message (e.g. a round that closed meanwhile): say it,
+                # and keep serving; a revoked identity is refused forever, so slow down
+                self.on_event(str(exc))
+                time.sleep(min(self.settings.max_backoff, backoff))
                 backoff *= 2
 
     def step(self, *, wait: float = 0.0) -> bool:
