@@ -27,19 +27,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medfed.errors import MedfedError
+from medfed.federation.access import holds, may_read
 from medfed.federation.blobs import BlobStore, valid_sha256
 from medfed.federation.signing import AuthError, Principal, verify_request
 from medfed.federation.store import Store
-from medfed.federation.store import audit as audit_table
+from medfed.federation.views import job_brief, job_view, jobs_for_site
 from medfed.math.aggregate import is_finite
 from medfed.orchestration.validate import check_update
 from medfed.records import Operation, Reply
-from medfed.serde import params_from_bytes, reply_from_wire
+from medfed.serde import params_from_bytes, reply_from_header
+from medfed.tensor_file import open_params
 
 __all__ = ["ApiSettings", "create_app"]
 
@@ -252,7 +253,7 @@ def create_app(
             if task is not None or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.2)
-        jobs = await run_in_threadpool(_jobs_for_site, store, p.name)
+        jobs = await run_in_threadpool(jobs_for_site, store, p.name)
         if task is not None:
             store.audit(
                 principal=p.name,
@@ -299,7 +300,7 @@ def create_app(
     def blob(sha256: str, request: Request, p: Principal = Depends(authenticated)) -> Response:
         if not valid_sha256(sha256) or not blobs.exists(sha256):
             raise refuse(p, 404, "blob.read", sha256, "no such blob")
-        if not _may_read(store, p, sha256):
+        if not may_read(store, p, sha256):
             raise refuse(p, 404, "blob.read", sha256, "no such blob")
         size = blobs.size(sha256)
         start, stop = _range(request.headers.get("range"), size)
@@ -324,7 +325,7 @@ def create_app(
                 body.sha256,
                 f"uploads are limited to {settings.max_upload_bytes} bytes",
             )
-        if blobs.exists(body.sha256) and _holds(store, p, body.sha256):
+        if blobs.exists(body.sha256) and holds(store, p, body.sha256):
             # nothing to send again; anyone else proves they hold the bytes by sending them
             return {"id": None, "chunk_size": CHUNK_SIZE, "received": [], "complete": True}
         up = store.create_upload(
@@ -388,7 +389,7 @@ def create_app(
         if up is None or up["owner"] != p.name:
             raise refuse(p, 404, "upload.complete", upload_id, "no such upload")
         if up["done"]:  # completing again is idempotent, and says no more than the first time
-            if _uploaded_by(store, p.name, up["sha256"]):
+            if store.uploaded_by(p.name, up["sha256"]):
                 return {"sha256": up["sha256"]}
             raise refuse(
                 p, 409, "upload.complete", upload_id, "this upload was refused; start a new one"
@@ -436,24 +437,25 @@ def create_app(
         ):
             raise refuse(p, 400, "task.reply", target, "the reply does not match its task")
         sha = body.blob_sha256
-        if sha is not None and not (blobs.exists(sha) and _holds(store, p, sha)):
+        if sha is not None and not (blobs.exists(sha) and holds(store, p, sha)):
             raise refuse(p, 400, "task.reply", target, "upload the update before replying")
         try:
-            blob = blobs.read(sha) if sha else None
-            parsed = reply_from_wire(header, blob)
+            # memory-mapped: checking an update of several GB needs no copy of it
+            delta = open_params(blobs.path(sha))[0] if sha else None
+            parsed = reply_from_header(header, delta)
         except _MALFORMED as exc:
             raise refuse(p, 400, "task.reply", target, f"malformed reply: {exc}") from None
         problem = _header_problem(parsed)
         if problem is not None:
             raise refuse(p, 422, "task.reply", target, f"reply refused: {problem}")
         train = parsed.ok and task.operation == Operation.TRAIN.value
-        if blob is not None and not train:  # only what check_update saw may be stored
+        if delta is not None and not train:  # only what check_update saw may be stored
             raise refuse(
                 p, 400, "task.reply", target, "only a successful training reply carries an update"
             )
         if train:
-            params, _ = params_from_bytes(blobs.read(task.params_sha256))
-            problem = check_update(parsed, params)
+            model, _ = open_params(blobs.path(task.params_sha256))
+            problem = check_update(parsed, model)
             if problem is not None:
                 raise refuse(p, 422, "task.reply", target, f"update refused: {problem}")
         outcome = store.complete_task(task_id, reply=header, reply_sha256=body.blob_sha256)
@@ -481,7 +483,7 @@ def create_app(
             (body.bundle_sha256, "task bundle"),
             (body.initial_sha256, "initial model"),
         ):
-            if not (blobs.exists(sha) and _holds(store, p, sha)):
+            if not (blobs.exists(sha) and holds(store, p, sha)):
                 raise refuse(p, 400, "job.submit", body.name, f"upload the {what} first")
         try:
             config = JobConfig.from_json(body.config)
@@ -506,12 +508,12 @@ def create_app(
             principal=p.name, role=p.role, action="job.submit", target=job.id, detail=body.name
         )
         start_job(job.id)
-        return _job_view(store, job.id)
+        return job_view(store, job.id)
 
     @app.get("/v1/jobs")
     def list_jobs(p: Principal = Depends(need("researcher", "admin"))) -> list[dict[str, Any]]:
         rows = store.jobs()
-        return [_job_brief(j) for j in rows if p.role == "admin" or j.researcher == p.name]
+        return [job_brief(j) for j in rows if p.role == "admin" or j.researcher == p.name]
 
     @app.get("/v1/jobs/{job_id}")
     def job_status(
@@ -520,7 +522,7 @@ def create_app(
         job = store.job(job_id)
         if job is None or (p.role == "researcher" and job.researcher != p.name):
             raise refuse(p, 404, "job.status", job_id, "no such job")
-        return _job_view(store, job_id)
+        return job_view(store, job_id)
 
     @app.get("/v1/jobs/{job_id}/logs")
     def job_logs(
@@ -540,7 +542,7 @@ def create_app(
             store.set_job_status(job_id, "cancelled", f"cancelled by {p.name}")
             notify()
         store.audit(principal=p.name, role=p.role, action="job.cancel", target=job_id)
-        return _job_view(store, job_id)
+        return job_view(store, job_id)
 
     # -- admins ----------------------------------------------------------------------------
 
@@ -572,50 +574,9 @@ def create_app(
     return app
 
 
-def _may_read(store: Store, p: Principal, sha256: str) -> bool:
-    if p.role == "admin":
-        return True
-    if p.role == "site":
-        return store.site_may_read(p.name, sha256)
-    # a researcher reads the global models of their own jobs
-    for job in store.jobs():
-        if job.researcher != p.name:
-            continue
-        if sha256 in (job.params_sha256, job.initial_sha256, job.task_sha256):
-            return True
-        if any(r["params_sha256"] == sha256 for r in store.rounds(job.id)):
-            return True
-    return False
-
-
 def _storable(text: str) -> str:
     """``text`` as every SQL database stores it: NUL and lone surrogates written as escapes."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-
-
-def _uploaded_by(store: Store, name: str, sha256: str) -> bool:
-    """Whether ``name`` itself delivered bytes that hashed to ``sha256`` (an "upload" ok row in
-    the audit log is written only then; a refused upload leaves none)."""
-    query = (
-        select(audit_table.c.id)
-        .where(
-            and_(
-                audit_table.c.principal == name,
-                audit_table.c.action == "upload",
-                audit_table.c.target == sha256,
-                audit_table.c.outcome == "ok",
-            )
-        )
-        .limit(1)
-    )
-    with store.engine.connect() as c:
-        return c.execute(query).first() is not None
-
-
-def _holds(store: Store, p: Principal, sha256: str) -> bool:
-    """May ``p`` name this blob in a reply or a job? Only if it uploaded the bytes itself or may
-    read them anyway: knowing a blob's sha256 is no proof of holding another site's update."""
-    return _uploaded_by(store, p.name, sha256) or _may_read(store, p, sha256)
 
 
 def _header_problem(reply: Reply) -> str | None:
@@ -652,54 +613,3 @@ def _range(header: str | None, size: int) -> tuple[int, int]:
     if start >= size > 0 or stop <= start:
         raise HTTPException(416, f"range outside the blob's {size} bytes")
     return start, min(stop, size)
-
-
-def _jobs_for_site(store: Store, site: str) -> list[dict[str, Any]]:
-    """Running jobs, with this site's approval state, so its steward can decide."""
-    out = []
-    for job in store.jobs(status="running"):
-        out.append(
-            {
-                "id": job.id,
-                "name": job.name,
-                "researcher": job.researcher,
-                "task_name": job.task_name,
-                "task_sha256": job.task_sha256,
-                "approval": store.approvals(job.id).get(site, "unknown"),
-                "train": job.config.get("train", {}),
-                "data_spec": job.config.get("data_spec", {}),
-            }
-        )
-    return out
-
-
-def _job_brief(job: Any) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "name": job.name,
-        "researcher": job.researcher,
-        "status": job.status,
-        "rounds_done": job.rounds_done,
-        "rounds": job.config.get("rounds"),
-        "created_at": job.created_at,
-        "error": job.error,
-    }
-
-
-def _job_view(store: Store, job_id: str) -> dict[str, Any]:
-    job = store.job(job_id)
-    assert job is not None
-    approvals = store.approvals(job_id)
-    return {
-        **_job_brief(job),
-        "task_name": job.task_name,
-        "task_sha256": job.task_sha256,
-        "params_sha256": job.params_sha256,
-        "config": job.config,
-        "sites": approvals,
-        "pending_sites": sorted(s for s, a in approvals.items() if a != "approved"),
-        "rounds_detail": [
-            {"round": r["round"], "params_sha256": r["params_sha256"], **r["summary"]}
-            for r in store.rounds(job_id)
-        ],
-    }

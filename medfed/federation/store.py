@@ -377,6 +377,24 @@ class Store:
             rows = c.execute(q).all()
         return [dict(r._mapping) for r in reversed(rows)]
 
+    def uploaded_by(self, name: str, sha256: str) -> bool:
+        """Whether ``name`` itself delivered bytes that hashed to ``sha256`` (the audit log
+        records an "upload" with outcome ok only then; a refused upload leaves none)."""
+        query = (
+            select(audit.c.id)
+            .where(
+                and_(
+                    audit.c.principal == name,
+                    audit.c.action == "upload",
+                    audit.c.target == sha256,
+                    audit.c.outcome == "ok",
+                )
+            )
+            .limit(1)
+        )
+        with self._tx() as c:
+            return c.execute(query).first() is not None
+
     # -- jobs ----------------------------------------------------------------------------
 
     def create_job(

@@ -1,0 +1,60 @@
+"""The JSON views of jobs that the API returns (to researchers, admins and sites)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medfed.federation.store import Store
+
+__all__ = ["job_brief", "job_view", "jobs_for_site"]
+
+
+def jobs_for_site(store: Store, site: str) -> list[dict[str, Any]]:
+    """Running jobs, with this site's approval state, so its steward can decide."""
+    out = []
+    for job in store.jobs(status="running"):
+        out.append(
+            {
+                "id": job.id,
+                "name": job.name,
+                "researcher": job.researcher,
+                "task_name": job.task_name,
+                "task_sha256": job.task_sha256,
+                "approval": store.approvals(job.id).get(site, "unknown"),
+                "train": job.config.get("train", {}),
+                "data_spec": job.config.get("data_spec", {}),
+            }
+        )
+    return out
+
+
+def job_brief(job: Any) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "researcher": job.researcher,
+        "status": job.status,
+        "rounds_done": job.rounds_done,
+        "rounds": job.config.get("rounds"),
+        "created_at": job.created_at,
+        "error": job.error,
+    }
+
+
+def job_view(store: Store, job_id: str) -> dict[str, Any]:
+    job = store.job(job_id)
+    assert job is not None
+    approvals = store.approvals(job_id)
+    return {
+        **job_brief(job),
+        "task_name": job.task_name,
+        "task_sha256": job.task_sha256,
+        "params_sha256": job.params_sha256,
+        "config": job.config,
+        "sites": approvals,
+        "pending_sites": sorted(s for s, a in approvals.items() if a != "approved"),
+        "rounds_detail": [
+            {"round": r["round"], "params_sha256": r["params_sha256"], **r["summary"]}
+            for r in store.rounds(job_id)
+        ],
+    }
