@@ -100,6 +100,7 @@ def create_app(
     settings: ApiSettings,
     start_job: Callable[[str], None],
     notify: Callable[[], None] = lambda: None,
+    changes: Callable[[], int] = lambda: 0,
 ) -> FastAPI:
     """Build the API. ``start_job`` launches a job's runner; ``notify`` wakes waiting rounds."""
     from cryptography import x509
@@ -248,12 +249,20 @@ def create_app(
     async def work(wait: float = 0.0, p: Principal = Depends(need("site"))) -> dict[str, Any]:
         """The next task for this site (long-poll up to ``wait`` s), and jobs awaiting approval."""
         deadline = time.monotonic() + max(0.0, min(wait, settings.long_poll_seconds))
+        seen = changes()
+        recheck = 0.0
         while True:
             task = await run_in_threadpool(store.next_task, p.name)
-            if task is not None or time.monotonic() >= deadline:
+            jobs = await run_in_threadpool(jobs_for_site, store, p.name)
+            news = any(j["approval"] == "unknown" for j in jobs)  # a job this steward must see
+            if task is not None or news or time.monotonic() >= deadline:
                 break
-            await asyncio.sleep(0.2)
-        jobs = await run_in_threadpool(jobs_for_site, store, p.name)
+            # wait for a change (new tasks, replies, jobs) instead of querying the store:
+            # the store is read again on a change, or every 2 s as a safety net
+            recheck = time.monotonic() + 2.0
+            while time.monotonic() < min(deadline, recheck) and changes() == seen:
+                await asyncio.sleep(0.05)
+            seen = changes()
         if task is not None:
             store.audit(
                 principal=p.name,
@@ -508,6 +517,7 @@ def create_app(
             principal=p.name, role=p.role, action="job.submit", target=job.id, detail=body.name
         )
         start_job(job.id)
+        notify()  # long-polling nodes learn of the new job at once
         return job_view(store, job.id)
 
     @app.get("/v1/jobs")

@@ -40,13 +40,25 @@ class CoordinatorSettings:
         return self.db_url or f"sqlite:///{self.state_dir / 'coordinator.db'}"
 
 
+class Signal(threading.Condition):
+    """A condition that also counts its notifications, so async long-polls can watch it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0
+
+    def notify_all(self) -> None:
+        self.generation += 1
+        super().notify_all()
+
+
 class Coordinator:
     def __init__(self, settings: CoordinatorSettings) -> None:
         self.settings = settings
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.url)
         self.blobs = BlobStore(settings.state_dir)
-        self.wakeup = threading.Condition()
+        self.wakeup = Signal()
         self.runners: dict[str, JobRunner] = {}
         self._lock = threading.Lock()
         self.app = create_app(
@@ -58,6 +70,7 @@ class Coordinator:
             ),
             start_job=self.start_job,
             notify=self.notify,
+            changes=lambda: self.wakeup.generation,
         )
 
     def notify(self) -> None:
