@@ -100,7 +100,8 @@ def create_app(
     settings: ApiSettings,
     start_job: Callable[[str], None],
     notify: Callable[[], None] = lambda: None,
-    changes: Callable[[], int] = lambda: 0,
+    changes: Callable[[], tuple[int, int]] = lambda: (0, 0),
+    announce_job: Callable[[], None] = lambda: None,
 ) -> FastAPI:
     """Build the API. ``start_job`` launches a job's runner; ``notify`` wakes waiting rounds."""
     from cryptography import x509
@@ -250,18 +251,19 @@ def create_app(
         """The next task for this site (long-poll up to ``wait`` s), and jobs awaiting approval."""
         deadline = time.monotonic() + max(0.0, min(wait, settings.long_poll_seconds))
         seen = changes()
-        recheck = 0.0
+        jobs = await run_in_threadpool(jobs_for_site, store, p.name)
         while True:
             task = await run_in_threadpool(store.next_task, p.name)
-            jobs = await run_in_threadpool(jobs_for_site, store, p.name)
             news = any(j["approval"] == "unknown" for j in jobs)  # a job this steward must see
             if task is not None or news or time.monotonic() >= deadline:
                 break
-            # wait for a change (new tasks, replies, jobs) instead of querying the store:
-            # the store is read again on a change, or every 2 s as a safety net
+            # wait for new tasks or jobs instead of querying the store; it is read again when
+            # one of them moved, or every 2 s as a safety net
             recheck = time.monotonic() + 2.0
             while time.monotonic() < min(deadline, recheck) and changes() == seen:
                 await asyncio.sleep(0.05)
+            if changes()[1] != seen[1]:
+                jobs = await run_in_threadpool(jobs_for_site, store, p.name)
             seen = changes()
         if task is not None:
             store.audit(
@@ -517,7 +519,7 @@ def create_app(
             principal=p.name, role=p.role, action="job.submit", target=job.id, detail=body.name
         )
         start_job(job.id)
-        notify()  # long-polling nodes learn of the new job at once
+        announce_job()  # long-polling nodes learn of the new job at once
         return job_view(store, job.id)
 
     @app.get("/v1/jobs")
@@ -551,6 +553,7 @@ def create_app(
         if job.status == "running":
             store.set_job_status(job_id, "cancelled", f"cancelled by {p.name}")
             notify()
+            announce_job()
         store.audit(principal=p.name, role=p.role, action="job.cancel", target=job_id)
         return job_view(store, job_id)
 

@@ -15,6 +15,7 @@ from typing import Any
 from medfed.federation.api import ApiSettings, create_app
 from medfed.federation.blobs import BlobStore
 from medfed.federation.jobs import JobRunner
+from medfed.federation.remote_backend import Wakeup
 from medfed.federation.store import Store
 
 __all__ = ["Coordinator", "CoordinatorSettings"]
@@ -40,25 +41,13 @@ class CoordinatorSettings:
         return self.db_url or f"sqlite:///{self.state_dir / 'coordinator.db'}"
 
 
-class Signal(threading.Condition):
-    """A condition that also counts its notifications, so async long-polls can watch it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.generation = 0
-
-    def notify_all(self) -> None:
-        self.generation += 1
-        super().notify_all()
-
-
 class Coordinator:
     def __init__(self, settings: CoordinatorSettings) -> None:
         self.settings = settings
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.url)
         self.blobs = BlobStore(settings.state_dir)
-        self.wakeup = Signal()
+        self.wakeup = Wakeup()
         self.runners: dict[str, JobRunner] = {}
         self._lock = threading.Lock()
         self.app = create_app(
@@ -70,7 +59,8 @@ class Coordinator:
             ),
             start_job=self.start_job,
             notify=self.notify,
-            changes=lambda: self.wakeup.generation,
+            changes=lambda: (self.wakeup.tasks, self.wakeup.jobs),
+            announce_job=lambda: self.wakeup.bump("jobs"),
         )
 
     def notify(self) -> None:

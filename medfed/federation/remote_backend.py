@@ -21,7 +21,25 @@ from medfed.records import Reply, SiteFailure
 from medfed.serde import instruction_to_wire, params_to_bytes, reply_from_header
 from medfed.tensor_file import open_params
 
-__all__ = ["JobCancelled", "RemoteBackend"]
+__all__ = ["JobCancelled", "RemoteBackend", "Wakeup"]
+
+
+class Wakeup(threading.Condition):
+    """The coordinator's condition variable, counting the events long-polls care about.
+
+    ``tasks`` counts batches of new tasks and ``jobs`` counts new or ended jobs; a long-poll
+    re-reads the store only when one of them moved, not on every reply.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks = 0
+        self.jobs = 0
+
+    def bump(self, what: str) -> None:
+        with self:
+            setattr(self, what, getattr(self, what) + 1)
+            self.notify_all()
 
 
 class JobCancelled(MedfedError):
@@ -109,8 +127,11 @@ class RemoteBackend:
                     params_sha256=sha_of[key],
                 )
             )
-        with self.wakeup:
-            self.wakeup.notify_all()  # long-polling nodes: there is work
+        if isinstance(self.wakeup, Wakeup):
+            self.wakeup.bump("tasks")  # long-polling nodes: there is work
+        else:
+            with self.wakeup:
+                self.wakeup.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
         next_i = 0
         ids = [r.id for r in rows]
