@@ -45,6 +45,11 @@ def job_view(store: Store, job_id: str) -> dict[str, Any]:
     job = store.job(job_id)
     assert job is not None
     approvals = store.approvals(job_id)
+    # every site the federation knows (has seen) and has not revoked, that has not approved
+    known = {p["name"] for p in store.participants() if p["role"] == "site" and not p["revoked"]}
+    pending = sorted(
+        (known | set(approvals)) - {s for s, a in approvals.items() if a == "approved"}
+    )
     return {
         **job_brief(job),
         "task_name": job.task_name,
@@ -52,7 +57,7 @@ def job_view(store: Store, job_id: str) -> dict[str, Any]:
         "params_sha256": job.params_sha256,
         "config": job.config,
         "sites": approvals,
-        "pending_sites": sorted(s for s, a in approvals.items() if a != "approved"),
+        "pending_sites": pending,
         "rounds_detail": [
             {"round": r["round"], "params_sha256": r["params_sha256"], **r["summary"]}
             for r in store.rounds(job_id)

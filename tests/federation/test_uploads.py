@@ -395,6 +395,10 @@ def test_only_approving_sites_get_the_jobs_tasks(live: LiveCoordinator) -> None:
         rows = live.coordinator.store.tasks_by_id(list(range(1, task["id"] + 1)))
         assert {t.site for t in rows.values() if t.job_id == job["id"]} == {SITE}
         assert_round_unharmed(live, task)
+        # the researcher sees who has not approved: rejected, pending and never-answered sites
+        view = live.client("bob").get_json(f"/v1/jobs/{job['id']}")
+        assert SITE not in view["pending_sites"]
+        assert {SITES[1], SITES[2], SITES[3]} <= set(view["pending_sites"])
     finally:
         cancel(live, job["id"])
 
