@@ -26,19 +26,27 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medfed.errors import MedfedError
 from medfed.federation.access import holds, may_read
+from medfed.federation.api_checks import header_problem, invalid_sentence, parse_range
+from medfed.federation.api_models import (
+    ApiSettings,
+    ApprovalBody,
+    JobSubmit,
+    ReplyBody,
+    RevokeBody,
+    UploadStart,
+)
 from medfed.federation.blobs import BlobStore, valid_sha256
 from medfed.federation.signing import AuthError, Principal, verify_request
 from medfed.federation.store import Store
 from medfed.federation.views import job_brief, job_view, jobs_for_site
 from medfed.math.aggregate import is_finite
 from medfed.orchestration.validate import check_update
-from medfed.records import Operation, Reply
+from medfed.records import Operation
 from medfed.serde import params_from_bytes, reply_from_header
 from medfed.tensor_file import open_params
 
@@ -58,38 +66,6 @@ _MALFORMED = (MedfedError, LookupError, TypeError, ValueError, AttributeError)
 
 class Refusal(HTTPException):
     """A refusal that is already written to the audit log."""
-
-
-class ApiSettings(BaseModel):
-    consortium: str
-    max_upload_bytes: int = 4 << 30
-    long_poll_seconds: float = 25.0
-
-
-class UploadStart(BaseModel):
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
-
-
-class ApprovalBody(BaseModel):
-    status: str = Field(pattern=r"^(pending|approved|rejected)$")
-
-
-class ReplyBody(BaseModel):
-    header: dict[str, Any]
-    blob_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-
-
-class JobSubmit(BaseModel):
-    name: str = Field(min_length=1, max_length=200, pattern=_TEXT)
-    task_name: str = Field(min_length=1, max_length=200, pattern=_TEXT)
-    bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    initial_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    config: dict[str, Any]
-
-
-class RevokeBody(BaseModel):
-    reason: str = Field(min_length=1, max_length=500, pattern=_TEXT)
 
 
 def create_app(
@@ -229,7 +205,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        reason = _invalid_sentence(exc)
+        reason = invalid_sentence(exc)
         action = f"{request.method} {request.url.path}"
         await run_in_threadpool(refuse, principal_of(request), 422, action, "", reason)
         return JSONResponse({"detail": reason}, status_code=422)
@@ -314,7 +290,7 @@ def create_app(
         if not may_read(store, p, sha256):
             raise refuse(p, 404, "blob.read", sha256, "no such blob")
         size = blobs.size(sha256)
-        start, stop = _range(request.headers.get("range"), size)
+        start, stop = parse_range(request.headers.get("range"), size)
         data = blobs.read_range(sha256, start, stop)
         headers = {"Accept-Ranges": "bytes", "X-Blob-Size": str(size)}
         if (start, stop) != (0, size):
@@ -456,7 +432,7 @@ def create_app(
             parsed = reply_from_header(header, delta)
         except _MALFORMED as exc:
             raise refuse(p, 400, "task.reply", target, f"malformed reply: {exc}") from None
-        problem = _header_problem(parsed)
+        problem = header_problem(parsed)
         if problem is not None:
             raise refuse(p, 422, "task.reply", target, f"reply refused: {problem}")
         train = parsed.ok and task.operation == Operation.TRAIN.value
@@ -590,39 +566,3 @@ def create_app(
 def _storable(text: str) -> str:
     """``text`` as every SQL database stores it: NUL and lone surrogates written as escapes."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-
-
-def _header_problem(reply: Reply) -> str | None:
-    """Why a reply's JSON numbers cannot be recorded (JSON parsing lets NaN and Infinity in)."""
-    if not math.isfinite(reply.seconds) or reply.seconds < 0:
-        return "seconds must be a finite, non-negative number"
-    m = reply.metrics
-    if m is not None:
-        values = [m.loss, m.accuracy, m.auroc, m.c_index, *m.extra.values()]
-        if any(v is not None and not math.isfinite(v) for v in values):
-            return "metrics must be finite numbers"
-    return None
-
-
-def _invalid_sentence(exc: RequestValidationError) -> str:
-    errors = exc.errors()
-    if not errors:
-        return "the request is malformed"
-    first = errors[0]
-    if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON"
-    where = ".".join(str(part) for part in first.get("loc", ()))
-    return f"the request is malformed: {where}: {first.get('msg', 'invalid value')}"
-
-
-def _range(header: str | None, size: int) -> tuple[int, int]:
-    if not header:
-        return 0, size
-    m = re.fullmatch(r"bytes=(\d+)-(\d*)", header.strip())
-    if not m:
-        raise HTTPException(416, "only a single 'bytes=start-end' range is supported")
-    start = int(m.group(1))
-    stop = int(m.group(2)) + 1 if m.group(2) else size
-    if start >= size > 0 or stop <= start:
-        raise HTTPException(416, f"range outside the blob's {size} bytes")
-    return start, min(stop, size)
