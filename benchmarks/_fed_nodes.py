@@ -160,8 +160,8 @@ def _agent(
 
     from medfed.data.base import SiteData
     from medfed.federation.client import client_for_kit
+    from medfed.federation.kits import load_kit
     from medfed.federation.node import NodeAgent, NodeSettings, spec_from_json
-    from medfed.federation.pki import load_kit
 
     client = client_for_kit(load_kit(kits / "sites" / site), url=url, timeout=300)
     rows = 4

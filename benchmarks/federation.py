@@ -182,7 +182,7 @@ class Federation:
 
     def client(self, role_dir: str, name: str, url: str) -> Any:
         from medfed.federation.client import client_for_kit
-        from medfed.federation.pki import load_kit
+        from medfed.federation.kits import load_kit
 
         return client_for_kit(load_kit(self.kits / role_dir / name), url=url, timeout=300)
 

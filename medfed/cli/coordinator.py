@@ -45,7 +45,7 @@ def start(
 
     from medfed.cli.console import err, warn
     from medfed.federation.coordinator import Coordinator, CoordinatorSettings
-    from medfed.federation.pki import load_coordinator_kit
+    from medfed.federation.kits import load_coordinator_kit
 
     k = load_coordinator_kit(kit)
     url = urlparse(k.coordinator_url)

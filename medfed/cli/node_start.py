@@ -53,8 +53,8 @@ def start(
     from medfed.data import load_dataset
     from medfed.errors import DataError
     from medfed.federation.client import client_for_kit
+    from medfed.federation.kits import load_kit
     from medfed.federation.node import NodeAgent, NodeSettings
-    from medfed.federation.pki import load_kit
 
     k = load_kit(kit)
     if k.role != "site":

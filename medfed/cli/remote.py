@@ -9,6 +9,6 @@ from medfed.federation.client import FederationClient
 
 def client(kit: Path, *, insecure: bool = False) -> FederationClient:
     from medfed.federation.client import client_for_kit
-    from medfed.federation.pki import load_kit
+    from medfed.federation.kits import load_kit
 
     return client_for_kit(load_kit(kit), insecure=insecure)

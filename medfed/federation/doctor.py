@@ -227,7 +227,7 @@ class _Target:
 
 
 def _check_kit(path: Path) -> tuple[Check, Any, _Target | None]:
-    from medfed.federation.pki import load_kit
+    from medfed.federation.kits import load_kit
 
     if not (path / "kit.toml").is_file() and not (path.name == "kit.toml" and path.is_file()):
         return (

@@ -57,7 +57,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from medfed.errors import UsageError
 
 if TYPE_CHECKING:
-    from medfed.federation.pki import Kit
+    from medfed.federation.kits import Kit
 
 __all__ = [
     "CERT_HEADER",

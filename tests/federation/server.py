@@ -41,7 +41,8 @@ import uvicorn
 from medfed.federation.client import ApiError, FederationClient, client_for_kit
 from medfed.federation.coordinator import Coordinator, CoordinatorSettings
 from medfed.federation.jobs import JobConfig
-from medfed.federation.pki import Kit, load_coordinator_kit, load_kit, provision
+from medfed.federation.kits import Kit, load_coordinator_kit, load_kit
+from medfed.federation.pki import provision
 from medfed.federation.signing import Identity, sign_request
 from medfed.records import Params
 from medfed.serde import params_to_bytes

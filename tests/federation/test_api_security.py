@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from medfed.federation.client import FederationClient, TransportError
-from medfed.federation.pki import load_kit, provision
+from medfed.federation.kits import load_kit
+from medfed.federation.pki import provision
 from medfed.federation.signing import Identity, sign_request
 from tests.federation.server import (
     SITES,

@@ -34,12 +34,8 @@ from medfed.cli.doctor import doctor
 from medfed.federation import doctor as doc
 from medfed.federation.client import client_for_kit
 from medfed.federation.coordinator import Coordinator, CoordinatorSettings
-from medfed.federation.pki import (
-    issue_server_certificate,
-    load_coordinator_kit,
-    load_kit,
-    provision,
-)
+from medfed.federation.kits import load_coordinator_kit, load_kit
+from medfed.federation.pki import issue_server_certificate, provision
 
 pytestmark = pytest.mark.integration
 

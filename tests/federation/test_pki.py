@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from medfed.errors import UsageError
-from medfed.federation import pki
+from medfed.federation import kits, pki
 from medfed.federation.pki import ProvisionError
 
 CONSORTIUM = """\
@@ -191,7 +191,7 @@ def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, host: str
     return peer
 
 
-def _server(kit: pki.Kit) -> ssl.SSLContext:
+def _server(kit: kits.Kit) -> ssl.SSLContext:
     """What uvicorn builds from ``ssl_certfile``/``ssl_keyfile``."""
     assert kit.tls_cert_path is not None and kit.tls_key_path is not None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -199,7 +199,7 @@ def _server(kit: pki.Kit) -> ssl.SSLContext:
     return ctx
 
 
-def _client(kit: pki.Kit) -> ssl.SSLContext:
+def _client(kit: kits.Kit) -> ssl.SSLContext:
     """Trust the kit's CA file only, with the strict X.509 profile Python 3.13 enforces."""
     ctx = ssl.create_default_context(cafile=str(kit.ca_path))
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
@@ -208,19 +208,19 @@ def _client(kit: pki.Kit) -> ssl.SSLContext:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_tls_handshake_with_provisioned_certificates(fed: pki.ProvisionResult, host: str) -> None:
-    coordinator = pki.load_coordinator_kit(fed.out_dir / "coordinator")
-    site = pki.load_kit(fed.out_dir / "sites" / "hospital-a")
+    coordinator = kits.load_coordinator_kit(fed.out_dir / "coordinator")
+    site = kits.load_kit(fed.out_dir / "sites" / "hospital-a")
     peer = _handshake(_server(coordinator), _client(site), host)
     assert pki.certificate_fingerprint(peer) == site.server_pin  # the pin in every kit
 
 
 def test_tls_refuses_wrong_host_and_foreign_ca(fed: pki.ProvisionResult, tmp_path: Path) -> None:
-    server = _server(pki.load_coordinator_kit(fed.out_dir / "coordinator"))
-    site = pki.load_kit(fed.out_dir / "sites" / "hospital-a")
+    server = _server(kits.load_coordinator_kit(fed.out_dir / "coordinator"))
+    site = kits.load_kit(fed.out_dir / "sites" / "hospital-a")
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(server, _client(site), "coordinator.example.org")
     other = pki.provision(write_config(tmp_path), tmp_path / "other")
-    stranger = pki.load_kit(other.out_dir / "sites" / "hospital-a")
+    stranger = kits.load_kit(other.out_dir / "sites" / "hospital-a")
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(server, _client(stranger), "127.0.0.1")
     assert stranger.server_pin != site.server_pin
@@ -314,9 +314,9 @@ def test_add_participant_touches_nothing_else(tmp_path: Path) -> None:
         "ca/issued.toml",
         *(f"sites/hospital-d/{f}" for f in ("identity.key", "identity.pem", "ca.pem", "kit.toml")),
     }
-    kit = pki.load_kit(path)
+    kit = kits.load_kit(path)
     assert (kit.name, kit.role, kit.consortium) == ("hospital-d", "site", "demo-consortium")
-    assert kit.server_pin == pki.load_kit(result.out_dir / "sites" / "hospital-a").server_pin
+    assert kit.server_pin == kits.load_kit(result.out_dir / "sites" / "hospital-a").server_pin
     assert stat.S_IMODE((path / "identity.key").stat().st_mode) == 0o600
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
     _cert(path / "identity.pem").verify_directly_issued_by(_cert(result.ca_cert))
@@ -341,16 +341,16 @@ def test_add_participant_refusals(fed: pki.ProvisionResult, tmp_path: Path) -> N
 
 
 def test_load_kits(fed: pki.ProvisionResult) -> None:
-    site = pki.load_kit(fed.out_dir / "sites" / "hospital-a" / "kit.toml")
+    site = kits.load_kit(fed.out_dir / "sites" / "hospital-a" / "kit.toml")
     assert isinstance(site.identity_key, ed25519.Ed25519PrivateKey)
     assert site.tls_key_path is None and site.ca_pem == fed.ca_cert.read_bytes()
     assert "BEGIN" not in repr(site) and "identity_key" not in repr(site)
-    coordinator = pki.load_coordinator_kit(fed.out_dir / "coordinator")
+    coordinator = kits.load_coordinator_kit(fed.out_dir / "coordinator")
     assert coordinator.identity_key is None and coordinator.role == "coordinator"
     assert coordinator.tls_cert_path == fed.out_dir / "coordinator" / "tls.pem"
     assert coordinator.fingerprint == coordinator.server_pin == site.server_pin
     with pytest.raises(ProvisionError, match="not the coordinator's"):
-        pki.load_coordinator_kit(fed.out_dir / "admins" / "alice")
+        kits.load_coordinator_kit(fed.out_dir / "admins" / "alice")
 
 
 def _copy_kit(src: Path, dst: Path) -> Path:
@@ -391,7 +391,7 @@ def test_damaged_kit_is_one_clear_error(
     kit = _copy_kit(fed.out_dir / "sites" / "hospital-a", tmp_path / "kit")
     damage(kit, fed.out_dir)  # type: ignore[operator]
     with pytest.raises(ProvisionError, match=needle) as info:
-        pki.load_kit(kit)
+        kits.load_kit(kit)
     assert "\n" not in str(info.value)
 
 
@@ -400,9 +400,9 @@ def test_kit_from_another_ca_is_refused(fed: pki.ProvisionResult, tmp_path: Path
     other = pki.provision(write_config(tmp_path), tmp_path / "other")
     (kit / "ca.pem").write_bytes(other.ca_cert.read_bytes())
     with pytest.raises(ProvisionError, match=r"not issued by ca\.pem"):
-        pki.load_kit(kit)
+        kits.load_kit(kit)
 
 
 def test_missing_kit_folder(tmp_path: Path) -> None:
     with pytest.raises(ProvisionError, match="not a medfed startup kit"):
-        pki.load_kit(tmp_path / "nowhere")
+        kits.load_kit(tmp_path / "nowhere")

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from medfed.cli.provision import provision
 from medfed.errors import MedfedError, UsageError
-from medfed.federation import pki
+from medfed.federation import kits
 
 CONSORTIUM = """\
 name = "cli-consortium"
@@ -67,7 +67,7 @@ def test_provision_writes_kits_and_prints_them(config: Path) -> None:
         ("bob", "researcher", out / "researchers" / "bob"),
     ]:
         assert name in result.stdout and role in result.stdout and str(folder) in result.stdout
-        assert pki.load_kit(folder).role == role
+        assert kits.load_kit(folder).role == role
     assert "https://127.0.0.1:9443" in result.stdout
     assert "keep it offline" in result.stderr and "ca.key" in result.stderr
     assert stat.S_IMODE((out / "ca" / "ca.key").stat().st_mode) == 0o600
@@ -78,7 +78,7 @@ def test_add_participant_with_default_and_explicit_out(config: Path, tmp_path: P
     result = run(str(config), "--add", "hospital-c", "--role", "site")
     assert result.exit_code == 0, result.output
     assert "hospital-c" in result.stdout and "keep it offline" in result.stderr
-    kit = pki.load_kit(config.parent / "cli-consortium" / "sites" / "hospital-c")
+    kit = kits.load_kit(config.parent / "cli-consortium" / "sites" / "hospital-c")
     assert (kit.name, kit.consortium) == ("hospital-c", "cli-consortium")
     assert run(str(config), "--out", str(tmp_path / "elsewhere")).exit_code == 0
     result = run(
@@ -138,7 +138,7 @@ def test_real_command_line(config: Path) -> None:
     assert "hospital-b" in proc.stdout and "keep it offline" in proc.stderr
     proc = medfed(str(config), "--out", str(out), "--add", "hospital-z", "--role", "site")
     assert proc.returncode == 0, proc.stderr
-    assert pki.load_kit(out / "sites" / "hospital-z").role == "site"
+    assert kits.load_kit(out / "sites" / "hospital-z").role == "site"
     proc = medfed(str(config), "--out", str(out))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "already exists" in proc.stderr

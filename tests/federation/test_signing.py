@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medfed.errors import UsageError
-from medfed.federation import pki
+from medfed.federation import kits, pki
 from medfed.federation.signing import (
     CERT_HEADER,
     CONTENT_HEADER,
@@ -70,8 +70,8 @@ def _provision(folder: Path) -> Fed:
     (folder / "consortium.toml").write_text(CONSORTIUM)
     out = pki.provision(folder / "consortium.toml", folder / "out").out_dir
     ca, ca_key = _load_ca(out)
-    site = Identity.from_kit(pki.load_kit(out / "sites" / "hospital-a"))
-    admin = Identity.from_kit(pki.load_kit(out / "admins" / "alice"))
+    site = Identity.from_kit(kits.load_kit(out / "sites" / "hospital-a"))
+    admin = Identity.from_kit(kits.load_kit(out / "admins" / "alice"))
     return Fed(out, ca, ca_key, site, admin)
 
 
@@ -215,7 +215,7 @@ def test_signing_refuses_nonsense(fed: Fed) -> None:
         sign_request(fed.site, method="POST", path="/", body_sha256="abc")
     with pytest.raises(ValueError, match="request target"):
         sign_request(fed.site, method="POST", path="/a\nb")
-    coordinator = pki.load_coordinator_kit(fed.out / "coordinator")
+    coordinator = kits.load_coordinator_kit(fed.out / "coordinator")
     with pytest.raises(UsageError, match="no identity key"):
         Identity.from_kit(coordinator)
 
@@ -339,7 +339,7 @@ def test_participant_added_later_verifies_with_the_unchanged_ca(tmp_path: Path) 
     ca_before = fed.ca.public_bytes(serialization.Encoding.PEM)
     path = pki.add_participant(fed.out, "hospital-late", "site")
     assert (fed.out / "ca" / "ca.pem").read_bytes() == ca_before
-    late = Identity.from_kit(pki.load_kit(path))
+    late = Identity.from_kit(kits.load_kit(path))
     p = verify(fed, signed(late))
     assert (p.name, p.role) == ("hospital-late", "site")
 
