@@ -13,7 +13,6 @@ or to be allowed to read them; knowing another site's hash is not enough.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import math
 import re
@@ -21,17 +20,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from fastapi import Depends, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medfed.errors import MedfedError
 from medfed.federation.access import holds, may_read
-from medfed.federation.api_checks import header_problem, invalid_sentence, parse_range
+from medfed.federation.api_auth import CHUNK_SIZE, Gate
+from medfed.federation.api_checks import header_problem, parse_range
 from medfed.federation.api_models import (
     ApiSettings,
     ApprovalBody,
@@ -41,7 +36,7 @@ from medfed.federation.api_models import (
     UploadStart,
 )
 from medfed.federation.blobs import BlobStore, valid_sha256
-from medfed.federation.signing import AuthError, Principal, verify_request
+from medfed.federation.signing import Principal
 from medfed.federation.store import Store
 from medfed.federation.views import job_brief, job_view, jobs_for_site
 from medfed.math.aggregate import is_finite
@@ -52,20 +47,11 @@ from medfed.tensor_file import open_params
 
 __all__ = ["ApiSettings", "create_app"]
 
-CHUNK_SIZE = 8 << 20
-MAX_BODY = CHUNK_SIZE + (1 << 16)
 MAX_ID = 2**31 - 1  # the largest row id every SQL database stores (PostgreSQL's integer)
-_TEXT = r"^[^\x00]*$"  # stored text: PostgreSQL refuses NUL characters
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_OPEN = frozenset({"/v1/health"})  # the only route that needs no signed request
-
 
 # what parsing untrusted bytes or JSON may raise: each is the sender's fault, a 400, never a 500
 _MALFORMED = (MedfedError, LookupError, TypeError, ValueError, AttributeError)
-
-
-class Refusal(HTTPException):
-    """A refusal that is already written to the audit log."""
 
 
 def create_app(
@@ -80,141 +66,14 @@ def create_app(
     announce_job: Callable[[], None] = lambda: None,
 ) -> FastAPI:
     """Build the API. ``start_job`` launches a job's runner; ``notify`` wakes waiting rounds."""
-    from cryptography import x509
-
     app = FastAPI(title="medfed coordinator", version="1", docs_url=None, redoc_url=None)
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    gate = Gate(store=store, ca_cert_pem=ca_cert_pem, consortium=settings.consortium)
+    gate.install(app)
+    refuse, need, authenticated = gate.refuse, gate.need, gate.authenticated
 
-    def refuse(p: Principal | None, status: int, action: str, target: str, reason: str) -> Refusal:
-        # a refusal may quote what the caller sent: keep it storable (no NUL, valid UTF-8)
-        action, target, reason = (_storable(t) for t in (action, target, reason))
-        store.audit(
-            principal=p.name if p else "anonymous",
-            role=p.role if p else "-",
-            action=action,
-            target=target,
-            outcome="refused",
-            detail=reason,
-        )
-        return Refusal(status_code=status, detail=reason)
-
-    def principal_of(request: Request) -> Principal | None:
-        p = getattr(request.state, "principal", None)
-        return p if isinstance(p, Principal) else None
-
-    async def authenticate(request: Request) -> Principal:
-        """Who signed this request (or a refusal); runs before FastAPI parses the body."""
-        too_large = "request body too large; send tensors in chunks"
-        action = f"{request.method} {request.url.path}"
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise await run_in_threadpool(refuse, None, 413, action, "", too_large)
-        parts, size = [], 0
-        async for part in request.stream():  # bounded even without a content-length
-            size += len(part)
-            if size > MAX_BODY:
-                raise await run_in_threadpool(refuse, None, 413, action, "", too_large)
-            parts.append(part)
-        body = request._body = b"".join(parts)  # what request.body() returns from now on
-        path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
-        if request.scope.get("query_string"):
-            path += "?" + request.scope["query_string"].decode("latin-1")
-
-        def check() -> Principal:
-            try:
-                p = verify_request(
-                    request.headers,
-                    method=request.method,
-                    path=path,
-                    body_sha256=hashlib.sha256(body).hexdigest(),
-                    ca_cert=ca_cert,
-                    consortium=settings.consortium,
-                    now=time.time(),
-                    remember_nonce=store.remember_nonce,
-                )
-            except AuthError as exc:
-                raise refuse(None, 401, action, "", str(exc)) from None
-            if store.is_revoked(p.name):
-                raise refuse(
-                    p,
-                    403,
-                    action,
-                    p.name,
-                    "this identity has been revoked by the federation's admin",
-                )
-            store.touch_participant(p.name, p.role, p.fingerprint)
-            return p
-
-        p = await run_in_threadpool(check)
-        request.state.principal = p
-        return p
-
-    class SignedRoute(APIRoute):
-        """Checks the signature first: before FastAPI parses, validates or answers anything."""
-
-        def get_route_handler(self) -> Callable[[Request], Any]:
-            handler = super().get_route_handler()
-            if self.path in _OPEN:
-                return handler
-
-            async def signed_first(request: Request) -> Response:
-                p = await authenticate(request)
-                if "\x00" in request.url.path:  # no id or name holds one; a database may choke
-                    action = f"{request.method} {request.url.path}"
-                    raise await run_in_threadpool(refuse, p, 404, action, "", "no such resource")
-                response: Response = await handler(request)
-                return response
-
-            return signed_first
-
-    app.router.route_class = SignedRoute
-
-    async def authenticated(request: Request) -> Principal:
-        p = principal_of(request)
-        if p is None:  # every route but the open ones is a SignedRoute
-            raise HTTPException(401, "this request was not signed")
-        return p
-
-    def need(role: str, *roles: str) -> Callable[..., Any]:
-        allowed = {role, *roles}
-
-        async def dep(p: Principal = Depends(authenticated)) -> Principal:
-            if p.role not in allowed:
-                reason = f"this needs a {' or '.join(sorted(allowed))} identity"
-                raise await run_in_threadpool(refuse, p, 403, "role", "", reason)
-            return p
-
-        return dep
-
-    # every refusal is one sentence, written to the audit log with who asked
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _refused(request: Request, exc: StarletteHTTPException) -> Response:
-        # a route's own refusals are audited where they are raised; FastAPI's (a body that
-        # does not parse) and a bad Range are audited here. Unknown paths match no route.
-        if not isinstance(exc, Refusal) and "endpoint" in request.scope and exc.status_code < 500:
-            await run_in_threadpool(
-                refuse,
-                principal_of(request),
-                exc.status_code,
-                f"{request.method} {request.url.path}",
-                "",
-                str(exc.detail),
-            )
-        return await http_exception_handler(request, exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        reason = invalid_sentence(exc)
-        action = f"{request.method} {request.url.path}"
-        await run_in_threadpool(refuse, principal_of(request), 422, action, "", reason)
-        return JSONResponse({"detail": reason}, status_code=422)
-
-    @app.exception_handler(MedfedError)
-    async def _medfed_error(request: Request, exc: MedfedError) -> JSONResponse:
-        action = f"{request.method} {request.url.path}"
-        await run_in_threadpool(refuse, principal_of(request), 400, action, "", str(exc))
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+    def read(p: Principal, action: str, target: str) -> None:
+        """Plain reads of job state and of the participants are audited too."""
+        store.audit(principal=p.name, role=p.role, action=action, target=target)
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
@@ -281,6 +140,7 @@ def create_app(
         job = store.job(job_id)
         if job is None or (p.role == "researcher" and job.researcher != p.name):
             raise refuse(p, 404, "job.bundle", job_id, "no such job")
+        read(p, "job.bundle", job_id)
         return Response(blobs.read(job.task_sha256), media_type="text/x-python")
 
     @app.get("/v1/blobs/{sha256}")
@@ -291,6 +151,8 @@ def create_app(
             raise refuse(p, 404, "blob.read", sha256, "no such blob")
         size = blobs.size(sha256)
         start, stop = parse_range(request.headers.get("range"), size)
+        if start == 0:  # once per download, not once per chunk
+            read(p, "blob.read", sha256)
         data = blobs.read_range(sha256, start, stop)
         headers = {"Accept-Ranges": "bytes", "X-Blob-Size": str(size)}
         if (start, stop) != (0, size):
@@ -501,6 +363,7 @@ def create_app(
     @app.get("/v1/jobs")
     def list_jobs(p: Principal = Depends(need("researcher", "admin"))) -> list[dict[str, Any]]:
         rows = store.jobs()
+        read(p, "job.list", "")
         return [job_brief(j) for j in rows if p.role == "admin" or j.researcher == p.name]
 
     @app.get("/v1/jobs/{job_id}")
@@ -510,6 +373,7 @@ def create_app(
         job = store.job(job_id)
         if job is None or (p.role == "researcher" and job.researcher != p.name):
             raise refuse(p, 404, "job.status", job_id, "no such job")
+        read(p, "job.status", job_id)
         return job_view(store, job_id)
 
     @app.get("/v1/jobs/{job_id}/logs")
@@ -519,6 +383,7 @@ def create_app(
         job = store.job(job_id)
         if job is None or (p.role == "researcher" and job.researcher != p.name):
             raise refuse(p, 404, "job.logs", job_id, "no such job")
+        read(p, "job.logs", job_id)
         return store.audit_log(target_prefix=job_id, limit=1000)
 
     @app.post("/v1/jobs/{job_id}/cancel")
@@ -554,15 +419,12 @@ def create_app(
 
     @app.get("/v1/participants")
     def list_participants(p: Principal = Depends(need("admin"))) -> list[dict[str, Any]]:
+        read(p, "participant.list", "")
         return store.participants()
 
     @app.get("/v1/audit")
     def audit_log(limit: int = 200, p: Principal = Depends(need("admin"))) -> list[dict[str, Any]]:
+        read(p, "audit.read", "")
         return store.audit_log(limit=max(1, min(limit, 10_000)))
 
     return app
-
-
-def _storable(text: str) -> str:
-    """``text`` as every SQL database stores it: NUL and lone surrogates written as escapes."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")

@@ -412,6 +412,26 @@ def test_a_researcher_cannot_see_another_researchers_job(
     )
 
 
+def test_plain_reads_of_jobs_and_participants_are_audited(
+    live: LiveCoordinator, job: dict[str, Any]
+) -> None:
+    job_id = job["id"]
+    bob = live.client("bob")
+    bob.get_json(f"/v1/jobs/{job_id}")
+    bob.get_json(f"/v1/jobs/{job_id}/logs")
+    bob.get_json("/v1/jobs")
+    live.client("alice").get_json("/v1/participants")
+    rows = live.audit(limit=20)
+    seen = {(r["principal"], r["action"], r["target"], r["outcome"]) for r in rows}
+    for who, action, target in [
+        ("bob", "job.status", job_id),
+        ("bob", "job.logs", job_id),
+        ("bob", "job.list", ""),
+        ("alice", "participant.list", ""),
+    ]:
+        assert (who, action, target, "ok") in seen, (who, action, sorted(seen))
+
+
 # -- the transport ---------------------------------------------------------------------------
 
 
