@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -237,6 +238,10 @@ class Store:
                 cur.close()
 
         metadata.create_all(self.engine)
+        # who was recorded as seen, and when: ``last_seen`` is kept to TOUCH_EVERY seconds so
+        # that a busy node does not cost one write transaction per request
+        self._touched: dict[str, tuple[str, str, float]] = {}
+        self._touch_lock = threading.Lock()
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -262,8 +267,15 @@ class Store:
 
     # -- identities, replay protection, audit -----------------------------------------------
 
+    TOUCH_EVERY = 30.0
+
     def touch_participant(self, name: str, role: str, fingerprint: str) -> None:
+        """Record that ``name`` was seen (its first time, a new key or role, else every 30 s)."""
         now = time.time()
+        with self._touch_lock:
+            known = self._touched.get(name)
+            if known and known[:2] == (role, fingerprint) and now - known[2] < self.TOUCH_EVERY:
+                return
 
         def touch(c: Connection) -> None:
             row = c.execute(select(participants).where(participants.c.name == name)).first()
@@ -286,6 +298,8 @@ class Store:
                 )
 
         self._tx_retry(touch)
+        with self._touch_lock:
+            self._touched[name] = (role, fingerprint, now)
 
     def is_revoked(self, name: str) -> bool:
         with self._tx() as c:
