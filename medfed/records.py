@@ -10,6 +10,7 @@ import enum
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -131,6 +132,7 @@ class Operation(enum.StrEnum):
 
     TRAIN = "train"
     EVALUATE = "evaluate"
+    SECAGG = "secagg"  # one stage of secure aggregation (the stage is in the message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +204,8 @@ class Instruction:
     params: Params
     seed: int
     config: Mapping[str, ConfigValue] = field(default_factory=dict)
+    # a protocol message of a multi-stage round (JSON-safe values only), e.g. secure aggregation
+    message: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +243,7 @@ class Reply:
     metrics: Metrics | None = None
     failure: SiteFailure | None = None
     seconds: float = 0.0
+    message: Mapping[str, Any] | None = None  # a protocol message back (JSON-safe values only)
 
     @property
     def ok(self) -> bool:

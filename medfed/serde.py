@@ -216,6 +216,7 @@ def instruction_to_wire(instruction: Instruction) -> dict[str, Any]:
         "round": instruction.round,
         "seed": instruction.seed,
         "config": dict(instruction.config),
+        "message": None if instruction.message is None else dict(instruction.message),
     }
 
 
@@ -230,9 +231,18 @@ def instruction_from_wire(header: Mapping[str, Any], params: Params) -> Instruct
             seed=int(header["seed"]),
             params=params,
             config=config,
+            message=_message(header),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SerializationError(f"malformed instruction header ({exc})") from None
+
+
+def _message(header: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The optional protocol message of a header: a JSON object, or absent."""
+    message = header.get("message")
+    if message is not None and not isinstance(message, dict):
+        raise TypeError("message must be an object")
+    return message
 
 
 def reply_to_wire(reply: Reply) -> tuple[dict[str, Any], bytes | None]:
@@ -251,6 +261,7 @@ def reply_to_wire(reply: Reply) -> tuple[dict[str, Any], bytes | None]:
             "detail": reply.failure.detail,
         },
         "num_examples": None if reply.update is None else reply.update.num_examples,
+        "message": None if reply.message is None else dict(reply.message),
     }
     blob = None if reply.update is None else params_to_bytes(reply.update.delta)
     return header, blob
@@ -286,6 +297,7 @@ def reply_from_header(header: Mapping[str, Any], delta: Params | None) -> Reply:
                 detail=str(failure.get("detail", "")),
             ),
             seconds=float(header.get("seconds", 0.0)),
+            message=_message(header),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SerializationError(f"malformed reply header ({exc})") from None

@@ -96,6 +96,23 @@ def test_instruction_and_reply_round_trip() -> None:
     assert reply_from_wire(h, None).failure == failed.failure
 
 
+def test_protocol_messages_round_trip_and_must_be_objects() -> None:
+    p = _params()
+    message = {"stage": "share_keys", "keys": {"h2": "AAEC"}, "n": 3}
+    ins = Instruction(Operation.SECAGG, 2, p, seed=1, message=message)
+    header = json.loads(json.dumps(instruction_to_wire(ins)))
+    assert instruction_from_wire(header, p).message == message
+    reply = Reply("h1", 2, Operation.SECAGG, message={"shares": ["x", "y"]})
+    h, blob = reply_to_wire(reply)
+    assert reply_from_wire(json.loads(json.dumps(h)), blob).message == {"shares": ["x", "y"]}
+    h["message"] = ["not", "an", "object"]
+    with pytest.raises(SerializationError):
+        reply_from_wire(h, blob)
+    header["message"] = "text"
+    with pytest.raises(SerializationError):
+        instruction_from_wire(header, p)
+
+
 def test_malformed_reply_header_is_refused() -> None:
     with pytest.raises(SerializationError):
         reply_from_wire({"site": "x"}, None)
