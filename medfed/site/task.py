@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from medfed.privacy.config import PrivacyConfig
     from medfed.site.torch_app import TorchSiteApp
 
 __all__ = ["EvalFn", "ModelFn", "Task", "TrainContext", "TrainFn", "default_task"]
@@ -226,14 +227,19 @@ class Task:
         settings: TrainSettings,
         *,
         device: str | torch.device | None = None,
+        privacy: PrivacyConfig | None = None,
+        rounds: int | None = None,
     ) -> TorchSiteApp:
         """A :class:`~medfed.site.app.SiteApp` that trains this task on one site's data.
 
-        ``device`` defaults to CUDA when available, else the CPU.
+        ``device`` defaults to CUDA when available, else the CPU. ``privacy`` with
+        ``dp = "sample"`` trains with DP-SGD (see :class:`~medfed.site.torch_app.TorchSiteApp`).
         """
         from medfed.site.torch_app import TorchSiteApp
 
-        return TorchSiteApp(self, data, spec, settings, device=device)
+        return TorchSiteApp(
+            self, data, spec, settings, device=device, privacy=privacy, rounds=rounds
+        )
 
 
 def _outputs_hint(spec: DataSpec) -> str:

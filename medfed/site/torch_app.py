@@ -19,7 +19,7 @@ import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,10 @@ from medfed.records import Instruction, Metrics, Params
 from medfed.site.app import FitResult
 from medfed.site.losses import cox_ph_loss, loss_for
 from medfed.site.task import EvalFn, Task, TrainContext, TrainFn
+
+if TYPE_CHECKING:
+    from medfed.privacy.config import PrivacyConfig
+    from medfed.site.dp_sgd import DPSGD
 
 __all__ = [
     "PROXIMAL_MU",
@@ -280,6 +284,11 @@ class TorchSiteApp:
     """A :class:`~medfed.site.app.SiteApp` for a torch task on one site's data.
 
     The model is built once; each call loads the received params into it.
+
+    With ``privacy.dp == "sample"`` the site trains with DP-SGD (:mod:`medfed.site.dp_sgd`)
+    instead of the task's loop, and each fit reports the site's ε so far in
+    ``metrics.extra["epsilon"]``; ``rounds`` (the job's planned rounds) is needed only to
+    calibrate the noise to ``privacy.target_epsilon``.
     """
 
     def __init__(
@@ -290,6 +299,8 @@ class TorchSiteApp:
         settings: TrainSettings,
         *,
         device: str | torch.device | None = None,
+        privacy: PrivacyConfig | None = None,
+        rounds: int | None = None,
     ) -> None:
         self.task = task
         self.data = data
@@ -304,9 +315,29 @@ class TorchSiteApp:
         self._train_data = replace(data, x_test=data.x_test[:0], y_test=data.y_test[:0])
         self._train: TrainFn = task.train or default_train
         self._evaluate: EvalFn = task.evaluate or default_evaluate
+        self.dp_sgd: DPSGD | None = None
+        if privacy is not None and privacy.dp == "sample":
+            self.dp_sgd = self._private_training(privacy, rounds)
+            self._train = self.dp_sgd.train
 
     def __repr__(self) -> str:
         return f"TorchSiteApp({self.task.name!r}, site={self.data.name!r}, device={self.device})"
+
+    def _private_training(self, privacy: PrivacyConfig, rounds: int | None) -> DPSGD:
+        from medfed.errors import ConfigError
+        from medfed.site.dp_sgd import DPSGD
+
+        if self.task.train is not None:
+            raise ConfigError(
+                f"task {self.task.name!r} has its own train function, but privacy.dp = "
+                "'sample' trains with medfed's DP-SGD loop; drop the task's train= or use "
+                "privacy.dp = 'client'"
+            )
+        dp_sgd = DPSGD.from_config(
+            privacy, settings=self.settings, num_examples=self.data.num_train, rounds=rounds
+        )
+        dp_sgd.check_model(self.model, spec=self.spec)
+        return dp_sgd
 
     def fit(self, params: Params, instruction: Instruction) -> FitResult:
         """Train from ``params`` with the instruction's seed; returns fresh arrays."""

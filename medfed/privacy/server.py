@@ -1,0 +1,105 @@
+"""The coordinator's side of client-level DP: the round's clip, accounting, adaptive clipping.
+
+Sites clip their updates and add their share of the noise (:mod:`medfed.privacy.steps`); the
+coordinator never adds noise of its own and never sees an un-noised update. What it does:
+weight every site equally (each site's contribution to the sum is bounded by the clip),
+send the round's clip norm when clipping is adaptive, update that clip from the sites'
+noised bits, and account for the round with the maintained accountant, reporting ε at the
+run's δ after every round.
+"""
+
+from __future__ import annotations
+
+import math
+
+from medfed.privacy.accounting import PrivacyAccountant
+from medfed.privacy.adaptive_clip import AdaptiveClip
+from medfed.privacy.config import PrivacyConfig
+from medfed.privacy.mechanisms import distributed_noise_std
+from medfed.privacy.steps import CLIP_NORM_KEY, ClientDPSteps, client_dp_steps
+from medfed.records import ConfigValue
+
+__all__ = ["ServerPrivacy"]
+
+_TAIL = 8.0  # a site's value bound for secure aggregation: clip + 8 noise stds (P ≈ 1e-15)
+
+
+class ServerPrivacy:
+    """Client-level DP of one run, as the coordinator keeps it."""
+
+    def __init__(
+        self,
+        config: PrivacyConfig,
+        *,
+        rounds: int,
+        sample_rate: float,
+        expected_sites: float,
+        min_sites: int,
+    ) -> None:
+        if config.dp != "client":
+            raise ValueError("ServerPrivacy is for client-level DP (privacy.dp = 'client')")
+        self.config = config
+        self.sample_rate = sample_rate
+        self.expected_sites = expected_sites
+        self.min_sites = min_sites
+        self.noise_multiplier = config.resolve_noise(rounds=rounds, sample_rate=sample_rate)
+        self.accountant = PrivacyAccountant(
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=sample_rate,
+            delta=config.delta,
+            accountant=config.accountant,
+        )
+        self.adaptive = (
+            AdaptiveClip(
+                clip=config.clip_norm,
+                target_quantile=config.target_quantile,
+                learning_rate=config.clip_learning_rate,
+            )
+            if config.adaptive_clip
+            else None
+        )
+
+    @property
+    def clip(self) -> float:
+        return self.adaptive.clip if self.adaptive is not None else self.config.clip_norm
+
+    @property
+    def extra_values(self) -> int:
+        """Values a site appends to its update: the clipped-count bit when clipping adapts."""
+        return 1 if self.adaptive is not None else 0
+
+    def site_steps(self) -> ClientDPSteps:
+        """The clip and noise steps a site runs (each site builds its own, with OS entropy)."""
+        return client_dp_steps(
+            self.config,
+            noise_multiplier=self.noise_multiplier,
+            min_sites=self.min_sites,
+            expected_sites=self.expected_sites,
+        )
+
+    def train_config(self) -> dict[str, ConfigValue]:
+        return {CLIP_NORM_KEY: self.clip} if self.adaptive is not None else {}
+
+    def value_bound(self) -> float:
+        """The largest magnitude of one value a site sends through secure aggregation."""
+        per_site = distributed_noise_std(
+            noise_multiplier=self.noise_multiplier * 1.2,  # headroom for adaptive clipping
+            clip=self.clip,
+            min_sites=self.min_sites if self.config.secure_aggregation else 1,
+        )
+        return self.clip + _TAIL * per_site + 1.0  # + 1: the centred clipped-count bit
+
+    def finish_round(self, *, centred_bits_sum: float | None) -> dict[str, float]:
+        """Account for the round just aggregated; move the clip. Returns the round's figures."""
+        used_clip = self.clip
+        epsilon = self.accountant.step()
+        bits = centred_bits_sum
+        if self.adaptive is not None and bits is not None and math.isfinite(bits):
+            n = self.expected_sites
+            self.adaptive.update(bits_sum=bits + n / 2, n=n)
+        return {
+            "epsilon": epsilon,
+            "delta": self.config.delta,
+            "noise_multiplier": self.noise_multiplier,
+            "clip_norm": used_clip,
+        }
