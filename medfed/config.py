@@ -35,6 +35,7 @@ from typing import Any, Literal, TypeVar, get_args
 import tomli_w
 
 from medfed.errors import ConfigError
+from medfed.privacy.config import PrivacyConfig
 
 __all__ = [
     "BackendConfig",
@@ -139,6 +140,8 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    # no protection unless asked; a [privacy] table in a run file turns secure aggregation on
+    privacy: PrivacyConfig = field(default_factory=lambda: PrivacyConfig(secure_aggregation=False))
 
     def __post_init__(self) -> None:
         _check(1 <= self.rounds <= 100_000, "rounds must be between 1 and 100000")
@@ -186,6 +189,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "strategy": StrategyConfig,
     "backend": BackendConfig,
     "evaluation": EvaluationConfig,
+    "privacy": PrivacyConfig,
 }
 
 

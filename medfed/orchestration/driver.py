@@ -13,25 +13,39 @@ so a run repeats bit for bit whichever backend runs it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from medfed.errors import RoundFailed
 from medfed.orchestration.backends.base import Backend, Request
 from medfed.orchestration.validate import check_update
-from medfed.records import ConfigValue, Instruction, Metrics, Operation, Params, SiteFailure
+from medfed.records import (
+    ConfigValue,
+    Instruction,
+    Metrics,
+    Operation,
+    Params,
+    SiteFailure,
+    Update,
+)
 from medfed.strategies.base import Strategy
+
+if TYPE_CHECKING:
+    from medfed.orchestration.secure_round import SecureAggregation
+    from medfed.privacy.server import ServerPrivacy
 
 __all__ = ["RoundDriver", "RoundObserver", "RoundResult", "derive_seed", "site_seed"]
 
 _SAMPLING = 0x5A4D  # stream tags keep the sampling and site seeds independent
 _SITE = 0x517E
 _MASK64 = (1 << 64) - 1
+_CLIP_BIT = "dp_clip_bit"  # medfed.site.runtime.CLIP_BIT: a site's noised clipped-count bit
 
 
 def derive_seed(seed: int, *tags: int) -> int:
@@ -65,6 +79,7 @@ class RoundResult:
     eval_metrics: dict[str, Metrics] = field(default_factory=dict)
     eval_failures: dict[str, SiteFailure] = field(default_factory=dict)
     seconds: float = 0.0
+    privacy: dict[str, float] = field(default_factory=dict)  # ε so far, δ, σ, clip (DP runs)
 
     @property
     def train_summary(self) -> Metrics:
@@ -91,7 +106,11 @@ class RoundDriver:
         evaluate_every: int = 1,
         timeout: float | None = None,
         observers: Sequence[RoundObserver] = (),
+        secure: SecureAggregation | None = None,
+        privacy: ServerPrivacy | None = None,
     ) -> None:
+        self.secure = secure
+        self.privacy = privacy
         self.strategy = strategy
         self.backend = backend
         self.seed = seed
@@ -116,41 +135,99 @@ class RoundDriver:
             operation=operation, round=round, params=params, seed=seed, config=config
         )
 
+    def _secure_settings(self) -> SecureAggregation | None:
+        if self.secure is None or self.privacy is None:
+            return self.secure
+        return dataclasses.replace(
+            self.secure,
+            bound=self.privacy.value_bound(),
+            uniform_weights=True,
+            extra_values=self.privacy.extra_values,
+        )
+
     def train_round(self, round: int, params: Params) -> RoundResult:
-        """Sample, train, validate and aggregate; raises RoundFailed below the minimum."""
+        """Sample, train, validate and aggregate; raises RoundFailed below the minimum.
+
+        With secure aggregation the sites hold their protected updates after training and
+        the coordinator gets only their sum (:mod:`medfed.orchestration.secure_round`).
+        With client-level DP every site counts once and ε is accounted after the round.
+        """
         start = time.perf_counter()
         sites = self.backend.site_names
         rng = np.random.default_rng([self.seed, _SAMPLING, round])
         plans = self.strategy.configure_train(round=round, params=params, sites=sites, rng=rng)
+        secure = self._secure_settings()
+        extra: dict[str, ConfigValue] = {}
+        if self.privacy is not None:
+            extra.update(self.privacy.train_config())
+        if secure is not None:
+            extra.update(secure.train_config())
         requests: list[Request] = [
-            (p.site, self._instruction(Operation.TRAIN, round, p.site, params, dict(p.config)))
+            (
+                p.site,
+                self._instruction(Operation.TRAIN, round, p.site, params, {**p.config, **extra}),
+            )
             for p in plans
         ]
         aggregator = self.strategy.aggregator(round=round, params=params)
         failures: dict[str, SiteFailure] = {}
         train_metrics: dict[str, Metrics] = {}
         trained: list[str] = []
+        bits: list[float] = []
         for reply in self.backend.exchange(requests, timeout=self.timeout):
             if reply.failure is not None:
                 failures[reply.site] = reply.failure
                 continue
-            problem = check_update(reply, params)
-            if problem is not None:
-                failures[reply.site] = SiteFailure("InvalidUpdate", problem)
-                continue
-            assert reply.update is not None
-            aggregator.add(reply.site, reply.update)
+            if secure is not None:
+                if reply.update is not None or not reply.message:
+                    failures[reply.site] = SiteFailure(
+                        "InvalidUpdate", "a secure round's training reply holds its update back"
+                    )
+                    continue
+            else:
+                problem = check_update(reply, params)
+                if problem is not None:
+                    failures[reply.site] = SiteFailure("InvalidUpdate", problem)
+                    continue
+                assert reply.update is not None
+                update = reply.update
+                if self.privacy is not None:  # DP-FedAvg: every site counts once
+                    update = dataclasses.replace(update, num_examples=1)
+                aggregator.add(reply.site, update)
             trained.append(reply.site)
             if reply.metrics is not None:
                 train_metrics[reply.site] = reply.metrics
+                bit = reply.metrics.extra.get(_CLIP_BIT)
+                if bit is not None and math.isfinite(bit):
+                    bits.append(bit)
             del reply  # the next site's update must not overlap this one in memory
         needed = self.strategy.min_sites
+        if secure is not None and len(trained) >= needed:
+            from medfed.orchestration.secure_round import secure_sum
+
+            result = secure_sum(
+                self.backend,
+                settings=secure,
+                round=round,
+                sites=trained,
+                like=params,
+                timeout=self.timeout,
+            )
+            failures.update(result.failures)
+            trained = [s for s in trained if s in result.survivors]
+            if len(trained) >= needed:
+                weight = max(1, math.floor(result.total_weight + 0.5))
+                aggregator.add("secure-sum", Update(delta=result.mean, num_examples=weight))
+            bits = [float(v) for v in result.extra_sum]
         if len(trained) < needed:
             detail = "; ".join(f"{s}: {f}" for s, f in failures.items()) or "no site replied"
             raise RoundFailed(
                 f"round {round}: {len(trained)} of {len(requests)} sites returned a valid update, "
                 f"at least {needed} needed ({detail})"
             )
+        privacy = {}
+        if self.privacy is not None:
+            privacy = self.privacy.finish_round(centred_bits_sum=math.fsum(bits) if bits else None)
         return RoundResult(
             round=round,
             params=aggregator.finish(),
@@ -158,6 +235,7 @@ class RoundDriver:
             failures=failures,
             train_metrics=train_metrics,
             seconds=time.perf_counter() - start,
+            privacy=privacy,
         )
 
     def evaluate(

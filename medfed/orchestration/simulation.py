@@ -16,6 +16,7 @@ from medfed.errors import ConfigError, RoundFailed
 from medfed.orchestration.backends.base import Backend, Request
 from medfed.orchestration.backends.inprocess import InProcessBackend
 from medfed.orchestration.driver import RoundDriver, RoundObserver, RoundResult
+from medfed.orchestration.protection import SiteProtection, protection_for
 from medfed.records import Instruction, Metrics, Operation, Params, Reply, SiteFailure
 from medfed.site.runtime import SiteRuntime
 from medfed.strategies import FedAvg, make_strategy
@@ -55,6 +56,7 @@ class SimulationSites:
     settings: TrainSettings
     task_ref: str | None = None
     names: list[str] = field(default_factory=list)
+    protection: SiteProtection | None = None
     _dataset: FederatedDataset | None = field(default=None, repr=False)
     _task: Task | None = field(default=None, repr=False)
 
@@ -91,7 +93,13 @@ class SimulationSites:
 
     def make(self, name: str) -> SiteRuntime:
         data = self.dataset.site(name)
-        return SiteRuntime(name, self.task.site_app(data, self.dataset.spec, self.settings))
+        p = self.protection
+        if p is None:
+            return SiteRuntime(name, self.task.site_app(data, self.dataset.spec, self.settings))
+        app = self.task.site_app(
+            data, self.dataset.spec, self.settings, privacy=p.config, rounds=p.rounds
+        )
+        return SiteRuntime(name, app, dp=p.dp_steps(), secure=p.secure_site(name))
 
 
 def _is_default(task: Task) -> bool:
@@ -274,6 +282,13 @@ class Simulation:
         )
         self.initial = self.factory.task.initial_params(dataset.spec, seed=config.seed)
         self.factory.names = dataset.site_names
+        self.server_privacy, self.secure, self.factory.protection = protection_for(
+            config.privacy,
+            sites=dataset.site_names,
+            rounds=config.rounds,
+            fraction=config.strategy.fraction,
+            min_sites=config.strategy.min_sites,
+        )
         if config.backend.kind == "process":
             self.factory.require_task_ref()
 
@@ -303,6 +318,8 @@ class Simulation:
                 seed=config.seed,
                 evaluate_every=config.evaluation.every,
                 observers=[*observers, _Keep()],
+                secure=self.secure,
+                privacy=self.server_privacy,
             )
             params = driver.run(self.initial, rounds=config.rounds)
             comparison: list[Comparison] = []

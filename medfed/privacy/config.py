@@ -69,6 +69,11 @@ class PrivacyConfig:
     clip_count_stddev: float | None = None
     secure_aggregation: bool = True
     accountant: str = "rdp"
+    # secure aggregation: the largest magnitude of one update value when DP does not bound it
+    # (larger values are saturated at the site, which reports how many), and the fraction of
+    # each site's share group needed to unmask
+    secagg_bound: float = 1.0
+    secagg_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         _check(
@@ -102,6 +107,11 @@ class PrivacyConfig:
         _check(
             self.clip_count_stddev is None or _positive(self.clip_count_stddev),
             "privacy.clip_count_stddev must be a positive number",
+        )
+        _check(_positive(self.secagg_bound), "privacy.secagg_bound must be a positive number")
+        _check(
+            0.5 <= self.secagg_threshold < 1,
+            "privacy.secagg_threshold must be in [0.5, 1) (a majority of each share group)",
         )
         _check(
             self.accountant in ACCOUNTANTS,

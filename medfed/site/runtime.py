@@ -9,10 +9,20 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from medfed.records import Instruction, Operation, Reply, SiteFailure, Update
+from medfed.records import Instruction, Metrics, Operation, Reply, SiteFailure, Update
 from medfed.site.app import SiteApp
 from medfed.site.pipeline import UpdateStep, compute_delta, run_pipeline
+from medfed.site.secure_aggregation import SECURE_KEY
+
+if TYPE_CHECKING:
+    from medfed.privacy.steps import ClientDPSteps
+    from medfed.site.secure_aggregation import SecureAggregationSite
+
+CLIP_BIT = "dp_clip_bit"
+"""Metric of a site's noised clipped-count bit (adaptive clipping without secure aggregation)."""
 
 __all__ = ["SiteRuntime"]
 
@@ -24,29 +34,69 @@ class SiteRuntime:
     (control variates, personalised layers).
     """
 
-    def __init__(self, name: str, app: SiteApp, pipeline: Sequence[UpdateStep] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        app: SiteApp,
+        pipeline: Sequence[UpdateStep] = (),
+        *,
+        dp: ClientDPSteps | None = None,
+        secure: SecureAggregationSite | None = None,
+    ) -> None:
         self.name = name
         self.app = app
-        self.pipeline = tuple(pipeline)
+        self.dp = dp
+        self.secure = secure
+        self.pipeline = (*(dp.steps if dp is not None else ()), *pipeline)
+
+    def _train(self, instruction: Instruction) -> tuple[Update | None, Metrics, dict[str, object]]:
+        """Train, protect the update; in a secure round hold it instead of sending it."""
+        result = self.app.fit(instruction.params, instruction)
+        delta = compute_delta(result.params, instruction.params)
+        update = run_pipeline(
+            Update(delta=delta, num_examples=int(result.num_examples)),
+            instruction,
+            self.pipeline,
+        )
+        metrics = result.metrics
+        bit = None
+        if self.dp is not None and self.dp.bit_noise_std is not None:
+            bit = self.dp.noised_centered_bit()
+        if instruction.config.get(SECURE_KEY):
+            if self.secure is None:
+                raise RuntimeError(
+                    "the coordinator asks for secure aggregation, which this site is not set up for"
+                )
+            extra = self.secure.hold(instruction, update, [] if bit is None else [bit])
+            metrics = replace(metrics, extra={**metrics.extra, **extra})
+            return None, metrics, {"secagg": "held", "length": update.delta.num_values}
+        if bit is not None:
+            metrics = replace(metrics, extra={**metrics.extra, CLIP_BIT: bit})
+        return update, metrics, {}
 
     def handle(self, instruction: Instruction) -> Reply:
         start = time.perf_counter()
         try:
             if instruction.operation is Operation.TRAIN:
-                result = self.app.fit(instruction.params, instruction)
-                delta = compute_delta(result.params, instruction.params)
-                update = run_pipeline(
-                    Update(delta=delta, num_examples=int(result.num_examples)),
-                    instruction,
-                    self.pipeline,
-                )
+                update, metrics, message = self._train(instruction)
                 return Reply(
                     site=self.name,
                     round=instruction.round,
                     operation=instruction.operation,
                     update=update,
-                    metrics=result.metrics,
+                    metrics=metrics,
                     seconds=time.perf_counter() - start,
+                    message=message or None,
+                )
+            if instruction.operation is Operation.SECAGG and self.secure is not None:
+                answer, masked = self.secure.handle(instruction)
+                return Reply(
+                    site=self.name,
+                    round=instruction.round,
+                    operation=instruction.operation,
+                    update=masked,
+                    seconds=time.perf_counter() - start,
+                    message=answer,
                 )
             if instruction.operation is Operation.EVALUATE:
                 metrics = self.app.evaluate(instruction.params, instruction)
