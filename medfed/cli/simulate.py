@@ -93,6 +93,26 @@ def demo(out: str, rounds: int | None, backend: str | None) -> None:
     default=None,
     help="Also train local-only and pooled models for comparison.",
 )
+@click.option(
+    "--dp",
+    type=click.Choice(["none", "client", "sample"]),
+    default=None,
+    help="Differential privacy: client-level (DP-FedAvg) or sample-level (DP-SGD) [none].",
+)
+@click.option(
+    "--secagg/--no-secagg",
+    default=None,
+    help="Secure aggregation: the coordinator sees only the sum [on with --dp].",
+)
+@click.option("--clip", type=float, default=None, help="DP clip norm of an update [1.0].")
+@click.option("--noise-multiplier", type=float, default=None, help="DP noise multiplier [1.0].")
+@click.option(
+    "--target-epsilon", type=float, default=None, help="Calibrate the noise to this ε instead."
+)
+@click.option("--delta", type=float, default=None, help="DP δ [1e-5].")
+@click.option(
+    "--adaptive-clip", is_flag=True, default=None, help="Clip at a quantile of update norms."
+)
 @click.option("--out", default=None, help="Run folder [runs/DATA-TIMESTAMP].")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 def simulate(
@@ -105,6 +125,7 @@ def simulate(
       medfed simulate --data synthetic-ehr --sites 8 --option alpha=0.3 --rounds 30
       medfed simulate --task examples/breast_mlp.py:task --data breast-cancer --rounds 10
       medfed simulate --config runs/demo/config.toml --out runs/again
+      medfed simulate --data breast-cancer --dp client --target-epsilon 8 --rounds 20
     """
     from medfed.config import load_config
 
@@ -135,7 +156,16 @@ def simulate(
         "workers": "backend.workers",
         "baselines": "evaluation.baselines",
         "out": "out",
+        "dp": "privacy.dp",
+        "secagg": "privacy.secure_aggregation",
+        "clip": "privacy.clip_norm",
+        "noise_multiplier": "privacy.noise_multiplier",
+        "target_epsilon": "privacy.target_epsilon",
+        "delta": "privacy.delta",
+        "adaptive_clip": "privacy.adaptive_clip",
     }
+    if flags.get("dp") not in (None, "none") and flags.get("secagg") is None:
+        flags["secagg"] = True  # DP's noise is split across sites under secure aggregation
     changes = {mapping[k]: v for k, v in flags.items() if v is not None}
     if options:
         changes["data.options"] = data_options

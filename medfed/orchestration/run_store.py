@@ -42,6 +42,8 @@ METRIC_COLUMNS = (
     "c_index",
     "seconds",
     "error",
+    "epsilon",  # ε so far at δ: the run's (client-level DP) or a site's own (DP-SGD)
+    "delta",
 )
 
 
@@ -165,6 +167,8 @@ def round_rows(result: RoundResult) -> list[dict[str, Any]]:
     rows.append(
         metric_row(result.round, "train", "all", result.train_summary, seconds=result.seconds)
     )
+    if result.privacy:  # ε so far at δ, noise multiplier and clip of a DP run
+        rows[-1].update({k: round_(v) for k, v in result.privacy.items()})
     if result.eval_metrics or result.eval_failures:
         rows += [metric_row(result.round, "evaluate", s, m) for s, m in result.eval_metrics.items()]
         rows += [

@@ -51,6 +51,9 @@ def summary_dict(result: SimulationResult, *, model_sha256: str | None = None) -
             if r.failures
         },
     }
+    privacy = privacy_summary(result)
+    if privacy:
+        out["privacy"] = privacy
     if result.comparison:
         out["comparison"] = [
             {
@@ -62,6 +65,22 @@ def summary_dict(result: SimulationResult, *, model_sha256: str | None = None) -
             }
             for c in result.comparison
         ]
+    return out
+
+
+def privacy_summary(result: SimulationResult) -> dict[str, Any]:
+    """The run's privacy: client-level ε at δ from the accountant, and sites' DP-SGD ε."""
+    out: dict[str, Any] = {}
+    last = result.history[-1] if result.history else None
+    if last is not None and last.privacy:
+        out["client_level"] = dict(last.privacy)
+    site_eps: dict[str, float] = {}
+    for r in result.history:
+        for site, m in r.train_metrics.items():
+            if "epsilon" in m.extra:
+                site_eps[site] = max(site_eps.get(site, 0.0), m.extra["epsilon"])
+    if site_eps:  # each site's own accountant (sample-level DP-SGD); never averaged
+        out["sample_level_epsilon"] = site_eps
     return out
 
 
@@ -145,6 +164,17 @@ def summary_markdown(
             if v is not None and k != "num_examples"
         )
         lines.append(f"- final federated evaluation (example-weighted over sites): {final}")
+    privacy = privacy_summary(result)
+    if "client_level" in privacy:
+        p = privacy["client_level"]
+        lines.append(
+            "- privacy (client-level DP, accounted with dp-accounting): "
+            f"ε = {p['epsilon']:.3g} at δ = {p['delta']:g} after {len(result.history)} rounds "
+            f"(noise multiplier {p['noise_multiplier']:.3g}, clip {p['clip_norm']:.3g})"
+        )
+    if "sample_level_epsilon" in privacy:
+        worst = max(privacy["sample_level_epsilon"].values())
+        lines.append(f"- privacy (sample-level DP-SGD): largest site ε = {worst:.3g}")
     failed = sum(len(r.failures) for r in result.history)
     if failed:
         lines.append(f"- site failures over the run: {failed} (see metrics.jsonl, column error)")

@@ -66,6 +66,34 @@ def test_resolved_config_repeats_the_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_a_private_run_reports_epsilon_every_round_and_in_the_summary(tmp_path: Path) -> None:
+    out = tmp_path / "private"
+    proc = medfed(
+        "simulate",
+        "--data",
+        "breast-cancer",
+        "--rounds",
+        "3",
+        "--dp",
+        "client",
+        "--target-epsilon",
+        "5",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "metrics.csv") as fh:
+        table = [r for r in csv.DictReader(fh) if r["phase"] == "train" and r["site"] == "all"]
+    eps = [float(r["epsilon"]) for r in table]
+    assert len(eps) == 3 and eps == sorted(eps) and 0 < eps[-1] <= 5.0 + 1e-9
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["privacy"]["client_level"]["epsilon"] == pytest.approx(eps[-1], rel=1e-4)
+    assert "ε = " in (out / "summary.md").read_text()
+    config = (out / "config.toml").read_text()
+    assert 'dp = "client"' in config and "secure_aggregation = true" in config
+
+
+@pytest.mark.integration
 def test_ctrl_c_keeps_finished_rounds_and_marks_the_run_incomplete(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen(
