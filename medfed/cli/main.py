@@ -35,6 +35,8 @@ def cli() -> None:
 
 def _register() -> None:
     from medfed.cli import coordinator, data, doctor, job, node, node_start, provision, simulate
+    from medfed.cli.audit import audit as audit_group
+    from medfed.cli.privacy import privacy as privacy_group
 
     cli.add_command(simulate.demo)
     cli.add_command(simulate.simulate)
@@ -46,6 +48,8 @@ def _register() -> None:
     cli.add_command(node.node)
     cli.add_command(job.job)
     cli.add_command(doctor.doctor)
+    cli.add_command(privacy_group)
+    cli.add_command(audit_group)
 
 
 _register()
