@@ -21,7 +21,9 @@ def privacy() -> None:
 @click.option("--delta", type=float, default=1e-5, show_default=True, help="The δ of (ε, δ)-DP.")
 @click.option("--rounds", type=int, required=True, help="Rounds of the run.")
 @click.option("--sites", type=int, help="Sites in the federation.")
-@click.option("--sites-per-round", type=int, help="Sites asked in each round.")
+@click.option(
+    "--sites-per-round", type=int, help="Sites asked in each round [default: all --sites]."
+)
 @click.option(
     "--sample-rate",
     type=float,
@@ -60,6 +62,8 @@ def plan(
     from medfed.cli.console import out
     from medfed.privacy.plan import make_plan, sample_rate_of, secagg_threshold
 
+    if sites is not None and sites_per_round is None and sample_rate is None:
+        sites_per_round = sites  # every site in every round
     q = sample_rate_of(sites=sites, sites_per_round=sites_per_round, sample_rate=sample_rate)
     threshold = secagg_threshold(min_sites=min_sites, sites_per_round=sites_per_round)
     p = make_plan(

@@ -56,7 +56,7 @@ def test_plan_for_a_given_noise_multiplier() -> None:
         (["--rounds", "10", "--target-epsilon", "1", "--noise-multiplier", "1"], "exactly one"),
         (["--rounds", "0", "--target-epsilon", "1"], "rounds must be at least 1"),
         (["--rounds", "10", "--target-epsilon", "1", "--delta", "2"], "delta"),
-        (["--rounds", "10", "--target-epsilon", "1", "--sites", "4"], "--sites-per-round"),
+        (["--rounds", "10", "--target-epsilon", "1", "--sites-per-round", "4"], "--sites"),
         (
             ["--rounds", "10", "--target-epsilon", "1", "--sites", "4", "--sites-per-round", "9"],
             "sites per round",
