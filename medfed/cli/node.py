@@ -30,7 +30,7 @@ _KIT = click.option(
 )
 
 
-def _state_dir(state: Path | None, kit: Path | None) -> Path:
+def _state_dir(state: Path | None, kit: Path | None, *, create: bool = False) -> Path:
     from medfed.errors import UsageError
 
     if state is not None:
@@ -39,6 +39,8 @@ def _state_dir(state: Path | None, kit: Path | None) -> Path:
         folder = kit / "state"
     else:
         raise UsageError("say which node: give --state DIR or --kit DIR")
+    if create and not folder.exists() and folder.parent.is_dir():
+        folder.mkdir(mode=0o700)  # a budget may be set before the node first starts
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a node state folder; check --state / --kit")
     return folder
@@ -337,3 +339,65 @@ def repair(state: Path | None, kit: Path | None) -> None:
             soft_wrap=True,
             markup=False,
         )
+
+
+@node.group()
+def budget() -> None:
+    """This site's lifetime privacy budget per data set (ε at δ, composed by the accountant)."""
+
+
+@budget.command("set")
+@click.argument("dataset")
+@_STATE
+@_KIT
+@click.option("--epsilon", type=float, required=True, help="Lifetime ε of this data set.")
+@click.option("--delta", type=float, default=1e-5, show_default=True, help="The budget's δ.")
+def budget_set(
+    dataset: str, state: Path | None, kit: Path | None, epsilon: float, delta: float
+) -> None:
+    """Set (or change) the lifetime budget of DATASET; what was spent stays spent."""
+    from medfed.cli.console import out
+    from medfed.privacy.budget import SiteBudget
+
+    book = SiteBudget.in_state(_state_dir(state, kit, create=True))
+    book.set_budget(dataset, epsilon=epsilon, delta=delta)
+    s = book.status(dataset)
+    out.print(
+        f"budget of {dataset}: ε = {s.epsilon:g} at δ = {s.delta:g} "
+        f"(spent {s.spent:.3g}, committed {s.committed:.3g})"
+    )
+
+
+@budget.command("show")
+@click.argument("dataset", required=False)
+@_STATE
+@_KIT
+def budget_show(dataset: str | None, state: Path | None, kit: Path | None) -> None:
+    """Budgets, ε spent (rounds run) and committed (rounds jobs still plan), per data set."""
+    from rich.table import Table
+
+    from medfed.cli.console import out
+    from medfed.errors import UsageError
+    from medfed.privacy.budget import SiteBudget
+
+    book = SiteBudget.in_state(_state_dir(state, kit))
+    names = book.datasets() if dataset is None else [dataset]
+    if not names:
+        raise UsageError(
+            "no privacy budget is set on this node; set one with "
+            "`medfed node budget set DATASET --epsilon E`"
+        )
+    table = Table("data set", "ε budget", "δ", "spent", "committed", "left", "jobs")
+    for name in names:
+        s = book.status(name)
+        jobs = ", ".join(j.job for j in book.jobs(name)) or "—"
+        table.add_row(
+            name,
+            f"{s.epsilon:g}",
+            f"{s.delta:g}",
+            f"{s.spent:.3g}",
+            f"{s.committed:.3g}",
+            f"{s.left:.3g}",
+            jobs,
+        )
+    out.print(table)

@@ -147,8 +147,20 @@ class SiteBudget:
                 if statement.strip():
                     db.execute(statement)
 
+    FILE = "privacy_budget.sqlite"
+
+    @classmethod
+    def in_state(cls, state_dir: str | Path) -> SiteBudget:
+        """The budgets of the node whose state folder is ``state_dir``."""
+        return cls(Path(state_dir) / cls.FILE)
+
     def __repr__(self) -> str:
         return f"SiteBudget({str(self.path)!r})"
+
+    def datasets(self) -> list[str]:
+        """The data sets that have a budget, by name."""
+        with self._tx(write=False) as db:
+            return [r[0] for r in db.execute("SELECT dataset FROM budgets ORDER BY dataset")]
 
     @contextlib.contextmanager
     def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:

@@ -155,3 +155,25 @@ def test_names_from_a_job_are_printed_as_text_not_markup(tmp_path: Path) -> None
     assert "[bold]x" in result.output and "[red]eve" in result.output
     approved = run("approve", SHA[:8], "--state", folder, "--by", "[i]s")
     assert approved.exit_code == 0 and "[/]job" in approved.output
+
+
+def test_budget_set_and_show_and_the_refusal_of_a_job_beyond_it(tmp_path: Path) -> None:
+    from medfed.privacy.budget import BudgetExceeded, SiteBudget
+
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    nothing = run("budget", "show", "--kit", kit)
+    assert nothing.exit_code == 2 and "node state folder" in nothing.output
+    done = run("budget", "set", "breast-cancer", "--epsilon", "3", "--kit", kit)
+    assert done.exit_code == 0, done.output
+    assert "ε = 3 at δ = 1e-05" in done.output
+    book = SiteBudget.in_state(kit / "state")
+    book.reserve("breast-cancer", job="job-1", noise_multiplier=4.0, sample_rate=1.0, rounds=5)
+    with pytest.raises(BudgetExceeded):
+        book.reserve("breast-cancer", job="job-2", noise_multiplier=0.5, sample_rate=1.0, rounds=50)
+    shown = run("budget", "show", "--kit", kit)
+    assert shown.exit_code == 0 and "job-1" in shown.output and "job-2" not in shown.output
+    bad = run("budget", "set", "breast-cancer", "--epsilon", "-1", "--kit", kit)
+    assert bad.exit_code == 2 and "positive" in bad.output
+    unknown = run("budget", "show", "lung", "--kit", kit)
+    assert unknown.exit_code == 2 and "no privacy budget" in unknown.output
