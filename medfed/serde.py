@@ -31,9 +31,11 @@ __all__ = [
     "metrics_from_json",
     "metrics_to_json",
     "params_from_bytes",
+    "params_header",
     "params_to_bytes",
     "reply_from_header",
     "reply_from_wire",
+    "reply_to_header",
     "reply_to_wire",
     "save_params",
     "sha256_hex",
@@ -64,12 +66,11 @@ _DTYPE_CODES = {
 }
 
 
-def params_to_bytes(params: Params, metadata: Mapping[str, str] | None = None) -> bytes:
-    """Encode params (and string metadata) as a safetensors blob that remembers their order.
+def params_header(params: Params, metadata: Mapping[str, str] | None = None) -> bytes:
+    """The first bytes of params' blob: the 8-byte header length and the canonical JSON header.
 
-    The bytes are canonical: the same params and metadata always give the same blob (and so
-    the same sha256), which content-addressed storage relies on. The blob is read back by the
-    safetensors library itself.
+    The tensors' little-endian bytes follow in order; :func:`params_to_bytes` joins them in
+    memory, :func:`medfed.tensor_file.write_params` streams them into a file.
     """
     meta = dict(metadata or {})
     for key, value in meta.items():
@@ -78,24 +79,34 @@ def params_to_bytes(params: Params, metadata: Mapping[str, str] | None = None) -
     meta[_VERSION_KEY] = FORMAT_VERSION
     meta[_ORDER_KEY] = json.dumps(list(params))
     header: dict[str, Any] = {"__metadata__": meta}
-    chunks: list[bytes | memoryview] = []
     offset = 0
     for name, tensor in params.items():
         code = _DTYPE_CODES.get(tensor.dtype.name)
         if code is None:
             raise TypeError(f"tensor {name!r} has dtype {tensor.dtype}, which cannot be stored")
-        arr = np.require(tensor, dtype=tensor.dtype.newbyteorder("<"), requirements=["C"])
-        data = arr.reshape(-1).view(np.uint8).data if arr.size else b""
         header[name] = {
             "dtype": code,
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + arr.nbytes],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
         }
-        chunks.append(data)
-        offset += arr.nbytes
+        offset += tensor.nbytes
     raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    return b"".join([len(raw).to_bytes(8, "little"), raw, *chunks])
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def params_to_bytes(params: Params, metadata: Mapping[str, str] | None = None) -> bytes:
+    """Encode params (and string metadata) as a safetensors blob that remembers their order.
+
+    The bytes are canonical: the same params and metadata always give the same blob (and so
+    the same sha256), which content-addressed storage relies on. The blob is read back by the
+    safetensors library itself.
+    """
+    chunks: list[bytes | memoryview] = [params_header(params, metadata)]
+    for tensor in params.values():
+        arr = np.require(tensor, dtype=tensor.dtype.newbyteorder("<"), requirements=["C"])
+        chunks.append(arr.reshape(-1).view(np.uint8).data if arr.size else b"")
+    return b"".join(chunks)
 
 
 def params_from_bytes(
@@ -247,7 +258,13 @@ def _message(header: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def reply_to_wire(reply: Reply) -> tuple[dict[str, Any], bytes | None]:
     """A reply as a JSON header plus, for a training reply, the update's tensor blob."""
-    header: dict[str, Any] = {
+    blob = None if reply.update is None else params_to_bytes(reply.update.delta)
+    return reply_to_header(reply), blob
+
+
+def reply_to_header(reply: Reply) -> dict[str, Any]:
+    """A reply's JSON header; its update travels separately (e.g. streamed from a file)."""
+    return {
         "site": reply.site,
         "round": reply.round,
         "operation": reply.operation.value,
@@ -263,8 +280,6 @@ def reply_to_wire(reply: Reply) -> tuple[dict[str, Any], bytes | None]:
         "num_examples": None if reply.update is None else reply.update.num_examples,
         "message": None if reply.message is None else dict(reply.message),
     }
-    blob = None if reply.update is None else params_to_bytes(reply.update.delta)
-    return header, blob
 
 
 def reply_from_wire(header: Mapping[str, Any], blob: bytes | None) -> Reply:

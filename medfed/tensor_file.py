@@ -7,22 +7,30 @@ aggregating a model of several GB needs no second copy of it in memory.
 The header comes from another party, so it is checked strictly before any byte is mapped:
 size limits, known dtypes only, shapes that match their byte ranges, ranges that tile the
 data section exactly (no overlap, no gap, nothing past the end).
+
+:func:`write_params` writes the same bytes as :func:`medfed.serde.params_to_bytes` without
+building them in memory: the header, then each tensor window by window, hashed as written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from medfed.errors import IntegrityError, SerializationError
 from medfed.records import Params, TensorSpec
+from medfed.scan import byte_windows
 
-__all__ = ["TensorFile", "open_params", "read_layout"]
+__all__ = ["TensorFile", "open_params", "read_layout", "write_params", "write_params_to"]
 
 _MAX_HEADER = 100_000_000
 _DTYPES = {
@@ -145,3 +153,49 @@ def open_params(path: str | os.PathLike[str]) -> tuple[Params, dict[str, str]]:
             )
         arrays.append((spec.name, arr))
     return Params(arrays), dict(tf.metadata)
+
+
+def write_params_to(
+    out: BinaryIO, params: Params, metadata: Mapping[str, str] | None = None
+) -> tuple[str, int]:
+    """Write params' canonical blob into ``out``, streamed; returns its (sha256, size).
+
+    The bytes (and so the sha256) are those of :func:`medfed.serde.params_to_bytes`, but no
+    copy of the tensors is made: each is written in windows, and a memory-mapped tensor's
+    pages are released behind the write, so memory stays bounded for any model size.
+    """
+    from medfed.serde import params_header
+
+    head = params_header(params, metadata)
+    digest = hashlib.sha256(head)
+    out.write(head)
+    size = len(head)
+    for tensor in params.values():
+        for window in byte_windows(tensor):
+            digest.update(window)
+            out.write(window)
+            size += len(window)
+    return digest.hexdigest(), size
+
+
+def write_params(
+    path: str | os.PathLike[str], params: Params, metadata: Mapping[str, str] | None = None
+) -> tuple[str, int]:
+    """Atomically write params as a tensor file, streamed; returns its (sha256, size).
+
+    A temporary file next to ``path`` is written, fsynced and renamed, so a crash leaves
+    either no file or the whole one (and at most a ``.name.*`` temporary file).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            result = write_params_to(fh, params, metadata)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return result

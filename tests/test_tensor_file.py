@@ -75,3 +75,37 @@ def test_header_length_beyond_the_file(tmp_path: Path) -> None:
         read_layout(path)
     with pytest.raises(SerializationError):
         read_layout(_write(tmp_path, b"abc"))
+
+
+# -- streamed writes ---------------------------------------------------------------------------
+
+
+def test_write_params_gives_the_canonical_bytes_of_params_to_bytes(tmp_path: Path) -> None:
+    from medfed.serde import sha256_hex
+    from medfed.tensor_file import write_params
+
+    p = Params(
+        [
+            *_params().items(),
+            ("be", np.arange(4, dtype=">f4")),
+            ("transposed", np.arange(12.0).reshape(3, 4).T),
+            ("big", np.arange(3_000_000, dtype=np.float32)),  # several windows
+        ]
+    )
+    blob = params_to_bytes(p, {"round": "2"})
+    sha, size = write_params(tmp_path / "m.safetensors", p, {"round": "2"})
+    assert (tmp_path / "m.safetensors").read_bytes() == blob
+    assert (sha, size) == (sha256_hex(blob), len(blob))
+    # memory-mapped params written again: the same bytes
+    q, meta = open_params(tmp_path / "m.safetensors")
+    assert write_params(tmp_path / "again.safetensors", q, meta) == (sha, size)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.safetensors", "m.safetensors"]
+
+
+def test_a_failed_write_leaves_neither_the_file_nor_a_temporary_one(tmp_path: Path) -> None:
+    from medfed.tensor_file import write_params
+
+    target = tmp_path / "m.safetensors"
+    with pytest.raises(TypeError, match="cannot be stored"):
+        write_params(target, Params({"c": np.zeros(2, np.complex64)}))
+    assert list(tmp_path.iterdir()) == []

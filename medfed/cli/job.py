@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -77,8 +78,8 @@ def submit(
     from medfed.config import TrainSettings
     from medfed.data import load_dataset
     from medfed.federation.jobs import JobConfig
-    from medfed.serde import params_to_bytes
     from medfed.site.task_loading import load_task
+    from medfed.tensor_file import write_params
 
     spec = load_dataset(data_name).spec
     task = load_task(f"{task_file}:task")
@@ -103,9 +104,15 @@ def submit(
         },
     )
     initial = task.initial_params(spec, seed=seed)
-    with client(kit, insecure=insecure) as c:
+    # streamed into a file and uploaded chunk by chunk from it: no copy of it as bytes
+    with (
+        tempfile.TemporaryDirectory(prefix="medfed-submit-") as tmp,
+        client(kit, insecure=insecure) as c,
+    ):
+        model = Path(tmp) / "initial.safetensors"
+        initial_sha, _ = write_params(model, initial)
         bundle_sha = c.upload_blob(task_file.read_bytes())
-        initial_sha = c.upload_blob(params_to_bytes(initial))
+        c.upload_file(model, sha256=initial_sha)
         view = c.post_json(
             "/v1/jobs",
             {
@@ -257,11 +264,10 @@ def download(kit: Path, insecure: bool, job_id: str, out: Path | None) -> None:
     """Download the job's latest global model (safetensors, checked against its sha256)."""
     from medfed.cli.console import out as console
     from medfed.cli.remote import client
-    from medfed.serde import atomic_write
 
+    target = out or Path(f"{job_id}.safetensors")
     with client(kit, insecure=insecure) as c:
         view = c.get_json(f"/v1/jobs/{job_id}")
-        data = c.download_blob(view["params_sha256"])
-    target = out or Path(f"{job_id}.safetensors")
-    atomic_write(target, data)
+        # streamed to TARGET.part, checked, then renamed: a broken download resumes
+        c.download_blob_to(view["params_sha256"], target)
     console.print(f"wrote {target} (round {view['rounds_done']}, sha256 {view['params_sha256']})")

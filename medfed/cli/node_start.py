@@ -35,6 +35,14 @@ import click
     is_flag=True,
     help="Approve every job's code without the data steward (development only).",
 )
+@click.option(
+    "--stall-seconds",
+    type=click.FloatRange(min=1.0),
+    default=120.0,
+    show_default=True,
+    envvar="MEDFED_STALL_SECONDS",
+    help="A model transfer fails (and is resumed later) after this long without progress.",
+)
 @click.option("--insecure", is_flag=True, hidden=True)
 def start(
     kit: Path,
@@ -44,6 +52,7 @@ def start(
     data_dir: str | None,
     state: Path | None,
     auto_approve: bool,
+    stall_seconds: float,
     insecure: bool,
 ) -> None:
     """Connect to the coordinator (outbound only) and take part in approved jobs."""
@@ -78,7 +87,7 @@ def start(
         err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
 
     agent = NodeAgent(
-        client=client_for_kit(k, insecure=insecure),
+        client=client_for_kit(k, insecure=insecure, stall_seconds=stall_seconds),
         site=k.name,
         data=dataset.site(name),
         spec=dataset.spec,

@@ -8,7 +8,18 @@ from medfed.federation.client import FederationClient
 
 
 def client(kit: Path, *, insecure: bool = False) -> FederationClient:
-    from medfed.federation.client import client_for_kit
+    """A client for ``kit``; a transfer fails after ``MEDFED_STALL_SECONDS`` without progress."""
+    import os
+
+    from medfed.errors import ConfigError
+    from medfed.federation.client import STALL_SECONDS, client_for_kit
     from medfed.federation.kits import load_kit
 
-    return client_for_kit(load_kit(kit), insecure=insecure)
+    raw = os.environ.get("MEDFED_STALL_SECONDS", "")
+    try:
+        stall = float(raw) if raw else STALL_SECONDS
+    except ValueError:
+        raise ConfigError(f"MEDFED_STALL_SECONDS must be a number, got {raw!r}") from None
+    if not stall >= 1:
+        raise ConfigError("MEDFED_STALL_SECONDS must be at least 1 second")
+    return client_for_kit(load_kit(kit), insecure=insecure, stall_seconds=stall)

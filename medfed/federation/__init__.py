@@ -10,5 +10,7 @@
 
 Modules: ``pki`` (federation CA, startup kits), ``signing`` (per-request signatures),
 ``store`` and ``blobs`` (coordinator state), ``remote_backend`` (the round driver's backend
-over the store), ``api`` (HTTP surface), ``node`` (the hospital's agent).
+over the store), ``api`` (HTTP surface), ``client`` and ``transfer`` (signed requests; chunked,
+resumable, hash-checked transfers that fail only when stalled), ``node`` and ``outbox`` (the
+hospital's agent, and the reply waiting on its disk).
 """

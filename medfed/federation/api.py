@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from medfed.errors import MedfedError
@@ -38,15 +39,17 @@ from medfed.federation.api_models import (
 from medfed.federation.blobs import BlobStore, valid_sha256
 from medfed.federation.signing import Principal
 from medfed.federation.store import Store
+from medfed.federation.transfer import CHUNK_HEADER
 from medfed.federation.views import job_brief, job_view, jobs_for_site
 from medfed.math.aggregate import is_finite
 from medfed.orchestration.validate import check_update
 from medfed.records import Operation
-from medfed.serde import params_from_bytes, reply_from_header
+from medfed.serde import reply_from_header, sha256_hex
 from medfed.tensor_file import open_params
 
 __all__ = ["ApiSettings", "create_app"]
 
+MAX_BUNDLE = 16 << 20  # bytes of a job's task file
 MAX_ID = 2**31 - 1  # the largest row id every SQL database stores (PostgreSQL's integer)
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
@@ -150,11 +153,21 @@ def create_app(
         if not may_read(store, p, sha256):
             raise refuse(p, 404, "blob.read", sha256, "no such blob")
         size = blobs.size(sha256)
-        start, stop = parse_range(request.headers.get("range"), size)
+        wanted = request.headers.get("range")
+        start, stop = parse_range(wanted, size)
         if start == 0:  # once per download, not once per chunk
             read(p, "blob.read", sha256)
-        data = blobs.read_range(sha256, start, stop)
         headers = {"Accept-Ranges": "bytes", "X-Blob-Size": str(size)}
+        if wanted is None and size > CHUNK_SIZE:  # the whole blob, streamed from disk
+            headers.update({CHUNK_HEADER: sha256, "Content-Length": str(size)})
+            return StreamingResponse(
+                blobs.iter_file(sha256), headers=headers, media_type="application/octet-stream"
+            )
+        # a range is served up to one chunk (memory stays bounded; Content-Range says what
+        # came), with the sha256 of its bytes so that the client checks each chunk
+        stop = min(stop, start + CHUNK_SIZE)
+        data = blobs.read_range(sha256, start, stop)
+        headers[CHUNK_HEADER] = sha256_hex(data)
         if (start, stop) != (0, size):
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
             return Response(
@@ -180,7 +193,14 @@ def create_app(
         up = store.create_upload(
             owner=p.name, sha256=body.sha256, size=body.size, chunk_size=CHUNK_SIZE
         )
-        blobs.start_upload(up["id"], body.size)
+        if blobs.start_upload(up["id"], body.size) and json.loads(up["received"]):
+            # its file is gone (a crash while completing it): the chunks recorded are lost,
+            # so that upload ends and a fresh one starts
+            store.finish_upload(up["id"])
+            up = store.create_upload(
+                owner=p.name, sha256=body.sha256, size=body.size, chunk_size=CHUNK_SIZE
+            )
+            blobs.start_upload(up["id"], body.size)
         return {
             "id": up["id"],
             "chunk_size": up["chunk_size"],
@@ -193,6 +213,7 @@ def create_app(
         upload_id: str,
         index: int,
         request: Request,
+        chunk_sha256: str | None = Header(None, alias=CHUNK_HEADER, pattern=r"^[0-9a-f]{64}$"),
         p: Principal = Depends(need("site", "researcher")),
     ) -> dict[str, Any]:
         body = await request.body()
@@ -212,6 +233,14 @@ def create_app(
                 upload_id,
                 f"chunk {index} must hold {max(0, expected)} bytes",
             )
+        digest = getattr(request.state, "body_sha256", None) or sha256_hex(body)
+        if digest != chunk_sha256:  # damaged on the way: not written, not recorded
+            reason = (
+                f"chunk {index} needs an {CHUNK_HEADER} header (the sha256 of its bytes)"
+                if chunk_sha256 is None
+                else f"chunk {index} does not match its {CHUNK_HEADER} header; send it again"
+            )
+            raise await run_in_threadpool(refuse, p, 400, "upload.chunk", upload_id, reason)
         try:
             await run_in_threadpool(blobs.write_chunk, upload_id, index * up["chunk_size"], body)
         except FileNotFoundError:  # completed or refused meanwhile
@@ -334,12 +363,22 @@ def create_app(
         ):
             if not (blobs.exists(sha) and holds(store, p, sha)):
                 raise refuse(p, 400, "job.submit", body.name, f"upload the {what} first")
+        if blobs.size(body.bundle_sha256) > MAX_BUNDLE:  # it is served whole, from memory
+            reason = f"a task bundle is one Python file of at most {MAX_BUNDLE >> 20} MiB"
+            raise refuse(p, 413, "job.submit", body.name, reason)
         try:
             config = JobConfig.from_json(body.config)
-            initial, _ = params_from_bytes(blobs.read(body.initial_sha256))
         except _MALFORMED as exc:
-            # safetensors raises KeyError for a dtype numpy lacks; a crafted order header TypeError
-            reason = str(exc) if isinstance(exc, MedfedError) else f"not a valid model ({exc!r})"
+            reason = str(exc) if isinstance(exc, MedfedError) else f"bad job configuration ({exc})"
+            raise refuse(p, 400, "job.submit", body.name, reason) from None
+        try:
+            # memory-mapped, its header checked before anything is mapped; the finiteness scan
+            # below releases the pages behind it, so a model of several GB needs no memory
+            initial, _ = open_params(blobs.path(body.initial_sha256))
+        except _MALFORMED as exc:
+            reason = (
+                f"the initial model is not a valid model in medfed's safetensors format ({exc})"
+            )
             raise refuse(p, 400, "job.submit", body.name, reason) from None
         if not is_finite(initial):
             raise refuse(

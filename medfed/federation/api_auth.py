@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from medfed.errors import MedfedError
 from medfed.federation.api_checks import invalid_sentence
@@ -95,12 +96,14 @@ class Gate:
 
     def _verify(self, request: Request, path: str, body: bytes) -> Principal:
         action = f"{request.method} {request.url.path}"
+        # kept for the route: an upload chunk is checked against its X-Chunk-Sha256 with it
+        digest = request.state.body_sha256 = hashlib.sha256(body).hexdigest()
         try:
             p = verify_request(
                 request.headers,
                 method=request.method,
                 path=path,
-                body_sha256=hashlib.sha256(body).hexdigest(),
+                body_sha256=digest,
                 ca_cert=self.ca_cert,
                 consortium=self.consortium,
                 now=time.time(),
@@ -125,7 +128,12 @@ class Gate:
                     return handler
 
                 async def signed_first(request: Request) -> Response:
-                    p = await gate.authenticate(request)
+                    try:
+                        p = await gate.authenticate(request)
+                    except ClientDisconnect:
+                        # the client left in the middle of its body (a broken connection; it
+                        # resumes later): nothing was done, and nobody is there to answer
+                        return Response(status_code=499)
                     if "\x00" in request.url.path:  # no id or name holds one; a DB may choke
                         action = f"{request.method} {request.url.path}"
                         raise await run_in_threadpool(

@@ -45,6 +45,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int]:
         raise HTTPException(416, "only a single 'bytes=start-end' range is supported")
     start = int(m.group(1))
     stop = int(m.group(2)) + 1 if m.group(2) else size
+    if size == 0 and start == 0:  # the first range of an empty blob: nothing, but no error
+        return 0, 0
     if start >= size > 0 or stop <= start:
         raise HTTPException(416, f"range outside the blob's {size} bytes")
     return start, min(stop, size)

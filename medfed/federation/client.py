@@ -2,34 +2,41 @@
 
 Every request is signed with the participant's identity key; the server's certificate must
 chain to the federation CA *and* match the pinned fingerprint from the startup kit. Tensors
-move in chunks: uploads resume where they stopped, downloads fetch byte ranges and check the
-whole blob's sha256.
+move in chunks (:mod:`medfed.federation.transfer`): each chunk carries its sha256, uploads
+resume where they stopped, downloads fetch byte ranges straight to disk, and a transfer fails
+only when it made no progress for ``stall_seconds``, never on a fixed deadline.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import ssl
-import time
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from medfed.errors import IntegrityError, MedfedError
+from medfed.errors import MedfedError
 
-__all__ = ["ApiError", "FederationClient", "TransportError", "client_for_kit"]
+__all__ = ["ApiError", "FederationClient", "PinMismatch", "TransportError", "client_for_kit"]
 
 Signer = Callable[[str, str, bytes], Mapping[str, str]]
 
-DOWNLOAD_CHUNK = 8 << 20
-RETRIES = 5
+STALL_SECONDS = 120.0  # a transfer fails after this long without any progress
+_PIECE = 256 << 10  # an upload chunk goes to the socket in pieces of this size
 
 
 class TransportError(MedfedError):
     """The coordinator could not be reached (network, TLS, timeout); worth retrying."""
+
+
+class PinMismatch(TransportError):
+    """The server's certificate is not the pinned one: never retried within a transfer."""
 
 
 class ApiError(MedfedError):
@@ -53,8 +60,10 @@ class FederationClient:
         server_pin: str | None = None,
         insecure: bool = False,
         timeout: float = 60.0,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.stall_seconds = stall_seconds
         self._sign = signer
         self._pin = server_pin
         verify: ssl.SSLContext | bool
@@ -107,12 +116,56 @@ class FederationClient:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
         self._check_pin(response)
         if response.status_code >= 400:
-            try:
-                detail = str(response.json().get("detail", response.text))
-            except (ValueError, AttributeError):
-                detail = response.text[:300]
-            raise ApiError(response.status_code, detail)
+            raise ApiError(response.status_code, _detail(response))
         return response
+
+    @contextmanager
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        on_sent: Callable[[int], None] | None = None,
+    ) -> Iterator[httpx.Response]:
+        """A signed request whose response body is read as it arrives (``iter_bytes``).
+
+        ``body`` goes out in pieces and ``on_sent(n)`` learns how many bytes left so far;
+        ``timeout`` bounds every connect, read and write on the socket, not the request.
+        A refusal raises ApiError, a network failure (also while reading) TransportError.
+        """
+        all_headers = dict(headers or {})
+        all_headers.update(self._sign(method.upper(), path, body))
+        content: bytes | Iterator[bytes] | None = None
+        if body:
+            all_headers.setdefault("content-type", "application/octet-stream")
+            all_headers["content-length"] = str(len(body))  # not chunked: the gate needs it
+            content = body if on_sent is None else _pieces(body, on_sent)
+        try:
+            request = self._http.build_request(
+                method,
+                path,
+                content=content,
+                headers=all_headers,
+                timeout=httpx.USE_CLIENT_DEFAULT
+                if timeout is None
+                else httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            )
+            response = self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        try:
+            self._check_pin(response)
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError(response.status_code, _detail(response))
+            yield response
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            response.close()
 
     def _check_pin(self, response: httpx.Response) -> None:
         if self._pin is None:
@@ -121,7 +174,7 @@ class FederationClient:
         ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
         der = ssl_object.getpeercert(True) if ssl_object is not None else None
         if der is None or hashlib.sha256(der).hexdigest() != self._pin:
-            raise TransportError(
+            raise PinMismatch(
                 "the coordinator's certificate does not match the pin in your startup kit; "
                 "do not proceed and ask your federation admin"
             )
@@ -138,109 +191,78 @@ class FederationClient:
     def get_bytes(self, path: str) -> bytes:
         return self.request("GET", path).content
 
-    # -- chunked, resumable transfers ------------------------------------------------------
-
-    def _retrying(self, fn: Callable[[], Any]) -> Any:
-        delay = 0.5
-        for attempt in range(RETRIES):
-            try:
-                return fn()
-            except TransportError:
-                if attempt == RETRIES - 1:
-                    raise
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+    # -- chunked, resumable transfers (medfed.federation.transfer) ---------------------------
 
     def upload_blob(self, data: bytes) -> str:
         """Upload bytes in chunks (resuming after a broken connection); returns the sha256."""
-        sha = hashlib.sha256(data).hexdigest()
-        start = self._retrying(
-            lambda: self.post_json("/v1/uploads", {"sha256": sha, "size": len(data)})
-        )
-        if start.get("complete"):
-            return sha
-        upload_id, chunk = start["id"], int(start["chunk_size"])
-        received = set(start.get("received", []))
-        n_chunks = max(1, -(-len(data) // chunk)) if data else 0
-        for index in range(n_chunks):
-            if index in received:
-                continue
-            piece = data[index * chunk : (index + 1) * chunk]
-            self._retrying(
-                lambda i=index, p=piece: self.request(  # type: ignore[misc]
-                    "PUT",
-                    f"/v1/uploads/{upload_id}/chunks/{i}",
-                    body=p,
-                    headers={"content-type": "application/octet-stream"},
-                )
-            )
-        self._retrying(lambda: self.post_json(f"/v1/uploads/{upload_id}/complete", {}))
-        return sha
+        from medfed.federation.transfer import Source, upload
+
+        return upload(self, Source(data=data), hashlib.sha256(data).hexdigest())
+
+    def upload_file(self, path: str | os.PathLike[str], *, sha256: str | None = None) -> str:
+        """Upload a file chunk by chunk, never holding more than one chunk; returns its sha256.
+
+        Give ``sha256`` when it is known (e.g. from :func:`medfed.tensor_file.write_params`);
+        otherwise the file is read once more to hash it. The coordinator checks it either way.
+        """
+        from medfed.federation.transfer import Source, file_sha256, upload
+
+        with open(path, "rb") as fh:
+            digest = sha256 or file_sha256(fh.fileno())
+            return upload(self, Source(fd=fh.fileno()), digest)
 
     def download_blob_to(self, sha256: str, path: Path) -> Path:
         """Stream a blob into a file by byte ranges (bounded memory, resumable); checks sha256.
 
-        A partial file from an earlier, broken attempt is resumed where it stopped.
+        A partial file from an earlier, broken attempt (``PATH.part``) is resumed where it
+        stopped; the file appears at ``path`` only once complete and checked.
         """
+        from medfed.federation.transfer import download_to
+
         part = path.with_name(path.name + ".part")
-        digest = hashlib.sha256()
-        offset = 0
-        if part.exists():
-            with open(part, "rb") as fh:
-                while chunk := fh.read(DOWNLOAD_CHUNK):
-                    digest.update(chunk)
-                    offset += len(chunk)
-        size: int | None = None
-        with open(part, "ab") as out:
-            while size is None or offset < size:
-                end = offset + DOWNLOAD_CHUNK - 1
-                response = self._retrying(
-                    lambda o=offset, e=end: self.request(  # type: ignore[misc]
-                        "GET", f"/v1/blobs/{sha256}", headers={"range": f"bytes={o}-{e}"}
-                    )
-                )
-                size = int(response.headers.get("x-blob-size", len(response.content)))
-                if size == 0:
-                    break
-                if not response.content:
-                    raise TransportError("the coordinator sent an empty chunk")
-                out.write(response.content)
-                digest.update(response.content)
-                offset += len(response.content)
-        if digest.hexdigest() != sha256:
-            part.unlink(missing_ok=True)
-            raise IntegrityError("the downloaded blob does not match its sha256; try again")
+        # not O_APPEND: ranges are written at their offsets (pwrite ignores them on O_APPEND)
+        with open(os.open(part, os.O_RDWR | os.O_CREAT, 0o644), "r+b") as out:
+            try:
+                download_to(self, sha256, out, resume=True)
+            except MedfedError as exc:
+                if not isinstance(exc, TransportError):  # corrupt: start afresh next time
+                    part.unlink(missing_ok=True)
+                raise
         part.replace(path)
         return path
 
     def download_blob(self, sha256: str) -> bytes:
-        """Download a blob by byte ranges (resuming after a broken connection); checks sha256."""
-        parts: list[bytes] = []
-        offset = 0
-        size: int | None = None
-        while size is None or offset < size:
-            end = offset + DOWNLOAD_CHUNK - 1
-            response = self._retrying(
-                lambda o=offset, e=end: self.request(  # type: ignore[misc]
-                    "GET", f"/v1/blobs/{sha256}", headers={"range": f"bytes={o}-{e}"}
-                )
-            )
-            size = int(response.headers.get("x-blob-size", len(response.content)))
-            if not response.content and offset < size:
-                raise TransportError("the coordinator sent an empty chunk")
-            parts.append(response.content)
-            offset += len(response.content)
-            if size == 0:
-                break
-        data = b"".join(parts)
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise IntegrityError("the downloaded blob does not match its sha256; try again")
-        return data
+        """Download a (small) blob into memory, by the same checked ranges as to a file."""
+        from medfed.federation.transfer import download_to
+
+        with tempfile.TemporaryFile() as out:
+            size = download_to(self, sha256, out)
+            out.seek(0)
+            return out.read(size)
+
+
+def _detail(response: httpx.Response) -> str:
+    """The one-sentence reason of a refusal."""
+    try:
+        return str(response.json().get("detail", response.text))
+    except (ValueError, AttributeError):
+        return response.text[:300]
+
+
+def _pieces(body: bytes, on_sent: Callable[[int], None]) -> Iterator[bytes]:
+    view = memoryview(body)
+    for start in range(0, len(view), _PIECE):
+        yield bytes(view[start : start + _PIECE])
+        on_sent(min(len(view), start + _PIECE))  # asked for the next piece: this one is out
 
 
 def client_for_kit(
-    kit: Any, *, insecure: bool = False, url: str | None = None, timeout: float = 60.0
+    kit: Any,
+    *,
+    insecure: bool = False,
+    url: str | None = None,
+    timeout: float = 60.0,
+    stall_seconds: float = STALL_SECONDS,
 ) -> FederationClient:
     """A client that signs with ``kit``'s identity and trusts only its federation's server."""
     from medfed.federation.signing import Identity, sign_request
@@ -260,4 +282,5 @@ def client_for_kit(
         server_pin=None if insecure else kit.server_pin,
         insecure=insecure,
         timeout=timeout,
+        stall_seconds=stall_seconds,
     )

@@ -2,7 +2,7 @@
 
 A job runs the same :class:`~medfed.orchestration.driver.RoundDriver` and strategies as a
 simulation, with :class:`~medfed.federation.remote_backend.RemoteBackend` as its backend.
-After each round the new global model is written to the blob store and the round is
+After each round the new global model is streamed into the blob store and the round is
 checkpointed in the store, so a restarted coordinator resumes at the next round.
 """
 
@@ -20,8 +20,8 @@ from medfed.federation.blobs import BlobStore
 from medfed.federation.remote_backend import JobCancelled, RemoteBackend
 from medfed.federation.store import Store
 from medfed.orchestration.driver import RoundDriver, RoundResult
-from medfed.serde import params_from_bytes, params_to_bytes
 from medfed.strategies import make_strategy
+from medfed.tensor_file import open_params
 
 __all__ = ["JobConfig", "JobRunner"]
 
@@ -116,9 +116,8 @@ class JobRunner(threading.Thread):
         if job is None or job.status != "running":
             return
         config = JobConfig.from_json(job.config)
-        params, _ = params_from_bytes(self.blobs.read(job.params_sha256))
-        for arr in params.values():
-            arr.flags.writeable = False
+        # memory-mapped (read-only): the model is not read until a round needs it
+        params, _ = open_params(self.blobs.path(job.params_sha256))
         strategy = make_strategy(
             config.strategy,
             fraction=config.fraction,
@@ -131,7 +130,7 @@ class JobRunner(threading.Thread):
 
         class Checkpoint:
             def on_round_end(self, result: RoundResult) -> None:
-                sha = blobs.put(params_to_bytes(result.params, {"round": str(result.round)}))
+                sha = blobs.put_params(result.params, {"round": str(result.round)})
                 store.record_round(job_id, result.round, sha, _summary(result))
 
         driver = RoundDriver(

@@ -4,6 +4,11 @@ For each job the coordinator announces, the node asks its data steward (the appr
 whether that exact code (sha256 of the task file) may run. Only approved jobs get trained;
 the node tells the coordinator its steward's decision. Before anything leaves the site, the
 node writes it into the site's own hash-chained egress ledger.
+
+Models move through files, never as whole ``bytes``: the round's model is downloaded to disk
+and memory-mapped, and an update is streamed into the outbox (:mod:`.outbox`) and uploaded
+chunk by chunk from there; a reply whose upload was cut is sent again after a restart
+without training again.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from typing import Any
 from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import MedfedError
-from medfed.federation.client import ApiError, FederationClient, TransportError
+from medfed.federation.client import FederationClient, TransportError
+from medfed.federation.outbox import Outbox, Waiting
 from medfed.records import Params, Reply, SiteFailure
-from medfed.serde import instruction_from_wire, reply_to_wire
+from medfed.serde import instruction_from_wire, reply_to_header
 from medfed.site.approval import ApprovalStore
 from medfed.site.ledger import EgressLedger
 from medfed.site.runtime import SiteRuntime
@@ -67,6 +73,7 @@ class NodeAgent:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.approvals = ApprovalStore.in_state(self.settings.state_dir)
         self.ledger = EgressLedger.in_state(self.settings.state_dir)
+        self.outbox = Outbox(self.settings.state_dir / "outbox")
         (self.settings.state_dir / "tasks").mkdir(exist_ok=True)
 
     def stop(self) -> None:
@@ -83,9 +90,10 @@ class NodeAgent:
                 self.on_event(f"coordinator unreachable ({exc}); retrying in {delay:.0f} s")
                 time.sleep(delay)
                 backoff *= 2
-            except ApiError as exc:
-                # a refusal concerns one message (e.g. a round that closed meanwhile): say it,
-                # and keep serving; a revoked identity is refused forever, so slow down
+            except MedfedError as exc:
+                # a refusal concerns one message (e.g. a round that closed meanwhile), as does
+                # an update that failed its checks: say it, and keep serving; a revoked
+                # identity is refused forever, so slow down
                 self.on_event(str(exc))
                 time.sleep(min(self.settings.max_backoff, backoff))
                 backoff *= 2
@@ -151,12 +159,49 @@ class NodeAgent:
         folder.mkdir(exist_ok=True)
         path = folder / f"{sha256}.safetensors"
         if not path.exists():
-            for old in folder.glob("*.safetensors"):  # keep only the current model
-                old.unlink(missing_ok=True)
+            for old in folder.iterdir():  # keep only the current model (and its partial file)
+                if old.name != path.name + ".part" and old.is_file():
+                    old.unlink(missing_ok=True)
             self.client.download_blob_to(sha256, path)
         return open_params(path)[0]
 
     def _run_task(self, task: dict[str, Any]) -> None:
+        job_id, round_, task_id = task["job_id"], task["round"], int(task["id"])
+        waiting = self.outbox.waiting(task_id)
+        self.outbox.keep_only(task_id)
+        if waiting is None:
+            waiting = self._answer(task)
+        else:
+            self.on_event(f"{job_id} round {round_}: sending the reply of an earlier attempt")
+        destination = self.client.base_url
+        try:
+            blob_sha = None
+            if waiting.update is not None:
+                blob_sha = self.client.upload_file(waiting.update, sha256=waiting.sha256)
+            body = json.dumps({"header": waiting.header, "blob_sha256": blob_sha}).encode()
+            failure = waiting.header.get("failure")
+            self.ledger.append(
+                job=job_id,
+                round=round_,
+                kind="failure" if failure else "metrics",
+                destination=destination,
+                data=body,
+            )
+            result = self.client.post_bytes(f"/v1/tasks/{task_id}/reply", body)
+        except TransportError:
+            raise  # the reply stays in the outbox: the next attempt resumes it
+        except MedfedError:
+            self.outbox.remove(task_id)  # refused: sending it again would be refused again
+            raise
+        self.outbox.remove(task_id)
+        state = f"failed: {failure['kind']}: {failure['message']}" if failure else ""
+        self.on_event(
+            f"{job_id} round {round_}: {task['operation']} sent "
+            f"({state or result.get('status', '')})"
+        )
+
+    def _answer(self, task: dict[str, Any]) -> Waiting:
+        """Run the task; its reply goes into the outbox (the update recorded in the ledger)."""
         job_id, round_ = task["job_id"], task["round"]
         try:
             ctx = self._context(job_id, self._announced.get(job_id, {}).get("train", {}))
@@ -173,7 +218,7 @@ class NodeAgent:
                 operation=Operation(task["operation"]),
                 failure=SiteFailure(type(exc).__name__, str(exc)),
             )
-        header, blob = reply_to_wire(reply)
+        header = reply_to_header(reply)
         header["failure"] = (
             None
             if reply.failure is None
@@ -183,25 +228,21 @@ class NodeAgent:
                 "detail": "",
             }
         )  # tracebacks stay at the site
-        blob_sha = None
         destination = self.client.base_url
-        if blob is not None:
+
+        def record(sha256: str, nbytes: int) -> None:
             # recorded before it leaves: a ledger that cannot be written stops the upload
             self.ledger.append(
-                job=job_id, round=round_, kind="update", destination=destination, data=blob
+                job=job_id,
+                round=round_,
+                kind="update",
+                destination=destination,
+                nbytes=nbytes,
+                sha256=sha256,
             )
-            blob_sha = self.client.upload_blob(blob)
-        body = json.dumps({"header": header, "blob_sha256": blob_sha}).encode()
-        self.ledger.append(
-            job=job_id,
-            round=round_,
-            kind="failure" if reply.failure else "metrics",
-            destination=destination,
-            data=body,
-        )
-        result = self.client.post_bytes(f"/v1/tasks/{task['id']}/reply", body)
-        state = "failed: " + str(reply.failure) if reply.failure else result.get("status", "")
-        self.on_event(f"{job_id} round {round_}: {task['operation']} sent ({state})")
+
+        delta = None if reply.update is None else reply.update.delta
+        return self.outbox.put(int(task["id"]), header, delta, record)
 
 
 def spec_from_json(raw: dict[str, Any]) -> DataSpec:

@@ -18,7 +18,7 @@ from medfed.federation.blobs import BlobStore
 from medfed.federation.store import Store, TaskRow
 from medfed.orchestration.backends.base import Request
 from medfed.records import Reply, SiteFailure
-from medfed.serde import instruction_to_wire, params_to_bytes, reply_from_header
+from medfed.serde import instruction_to_wire, reply_from_header
 from medfed.tensor_file import open_params
 
 __all__ = ["JobCancelled", "RemoteBackend", "Wakeup"]
@@ -116,7 +116,7 @@ class RemoteBackend:
         for site, instruction in requests:
             key = id(instruction.params)
             if key not in sha_of:
-                sha_of[key] = self.blobs.put(params_to_bytes(instruction.params))
+                sha_of[key] = self.blobs.put_params(instruction.params)  # streamed to disk
             rows.append(
                 self.store.ensure_task(
                     job_id=self.job_id,

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from medfed.records import Params
+from medfed.scan import windows
 
 __all__ = [
     "WeightedMean",
@@ -30,18 +31,23 @@ _SMALL = 1 << 20  # up to this many values, one full-size scratch buffer is chea
 def is_finite(params: Params) -> bool:
     """True when no value is NaN or infinite.
 
-    For large tensors a sum answers almost always without a full-size temporary (a sum is
-    finite only if every term is); the exact element-wise test runs only when it overflowed.
+    Large tensors are checked window by window: a window's sum answers almost always
+    without a temporary (a sum is finite only if every term is), and the exact element-wise
+    test runs only on a window whose sum overflowed. A memory-mapped tensor's pages are
+    released behind the scan (:mod:`medfed.scan`), so checking a multi-GB upload does not
+    make the process multi-GB bigger.
     """
     for arr in params.values():
         if arr.dtype.kind != "f" or arr.size == 0:
             continue
-        if arr.size > _SMALL:
-            with np.errstate(over="ignore", invalid="ignore"):
-                if np.isfinite(np.sum(arr)):
-                    continue
-        if not np.isfinite(arr).all():
-            return False
+        parts = windows(arr) if arr.size > _SMALL else (arr,)
+        for part in parts:
+            if part.size > _SMALL:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    if np.isfinite(np.sum(part)):
+                        continue
+            if not np.isfinite(part).all():
+                return False
     return True
 
 

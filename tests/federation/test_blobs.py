@@ -261,3 +261,61 @@ def test_bad_upload_ids_are_refused(tmp_path: Path, upload_id: str) -> None:
     with pytest.raises(ValueError, match="bad upload id"):
         store.discard_upload(upload_id)
     assert files_under(tmp_path) == set()
+
+
+# -- params streamed into a blob ---------------------------------------------------------------
+
+
+def _model() -> Any:
+    import numpy as np
+
+    from medfed.records import Params
+
+    return Params([("w", np.arange(3_000_000, dtype=np.float32)), ("b", np.ones(3, np.float64))])
+
+
+def test_put_params_stores_the_canonical_blob(store: BlobStore) -> None:
+    from medfed.serde import params_to_bytes
+
+    params = _model()
+    digest = store.put_params(params, {"round": "3"})
+    assert store.read(digest) == params_to_bytes(params, {"round": "3"})
+    assert store.put_params(params, {"round": "3"}) == digest  # the same again: a no-op
+    assert files_under(store.root) == {f"blobs/{digest[:2]}/{digest}"}
+
+
+def test_params_that_map_a_stored_blob_are_not_written_again(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medfed.tensor_file import open_params
+
+    digest = store.put_params(_model())
+    mapped, _ = open_params(store.path(digest))
+    monkeypatch.setattr(
+        blobs_module, "write_params_to", lambda *a, **k: pytest.fail("written again")
+    )
+    assert store.put_params(mapped) == digest
+    # other metadata is another blob: that one is written
+    monkeypatch.undo()
+    other = store.put_params(mapped, {"round": "1"})
+    assert other != digest and store.exists(other)
+
+
+def test_temporary_files_of_a_dead_process_are_removed_on_start(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    child = (
+        "import os, sys\n"
+        "import numpy as np\n"
+        "import medfed.federation.blobs as b\n"
+        "from medfed.records import Params\n"
+        "b.os.replace = lambda src, dst: os._exit(17)\n"
+        "b.BlobStore(sys.argv[1]).put_params(Params({'w': np.ones(10, np.float32)}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", child, str(root)], timeout=60)
+    assert proc.returncode == 17
+    leftovers = files_under(root)
+    assert len(leftovers) == 1 and Path(leftovers.pop()).name.startswith(".tmp-")
+    mine = root / "blobs" / f".tmp-{os.getpid()}-in-progress"
+    mine.write_bytes(b"a live process's temporary file")
+    BlobStore(root)
+    assert files_under(root) == {f"blobs/{mine.name}"}  # the dead one's only

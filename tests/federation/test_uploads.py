@@ -414,8 +414,14 @@ def start(live: LiveCoordinator, data: bytes, sha: str | None = None) -> str:
     return str(up["id"])
 
 
-def put(live: LiveCoordinator, upload_id: str, index: int, data: bytes) -> Any:
-    return live.signed(SITE, "PUT", f"/v1/uploads/{upload_id}/chunks/{index}", body=data)
+def put(
+    live: LiveCoordinator, upload_id: str, index: int, data: bytes, chunk_sha: str | None = None
+) -> Any:
+    """One chunk, signed, with its X-Chunk-Sha256 (``chunk_sha`` to claim another one)."""
+    path = f"/v1/uploads/{upload_id}/chunks/{index}"
+    headers = live.signed_headers(SITE, "PUT", path, data)
+    headers["X-Chunk-Sha256"] = chunk_sha or sha256(data)
+    return live.send("PUT", path, body=data, headers=headers)
 
 
 def complete(live: LiveCoordinator, upload_id: str) -> Any:
@@ -447,6 +453,35 @@ def test_chunks_of_the_wrong_length_or_place_are_refused(live: LiveCoordinator) 
             live, lambda i=index, c=chunk: put(live, upload_id, i, c), 400, contains="must hold"
         )
     assert put(live, upload_id, 0, data).status_code == 200
+    assert complete(live, upload_id).json() == {"sha256": sha256(data)}
+
+
+def test_a_chunk_that_does_not_match_its_sha256_is_refused_and_not_recorded(
+    live: LiveCoordinator,
+) -> None:
+    data = b"v" * 900
+    upload_id = start(live, data)
+    status = f"/v1/uploads/{upload_id}"
+    assert_refused(
+        live,
+        lambda: put(live, upload_id, 0, data, chunk_sha=sha256(b"other bytes")),
+        400,
+        contains="does not match its X-Chunk-Sha256",
+        principal=SITE,
+    )
+    path = f"/v1/uploads/{upload_id}/chunks/0"
+    unlabelled = live.signed_headers(SITE, "PUT", path, data)  # no X-Chunk-Sha256 at all
+    assert_refused(
+        live,
+        lambda: live.send("PUT", path, body=data, headers=unlabelled),
+        400,
+        contains="needs an X-Chunk-Sha256 header",
+    )
+    assert_refused(live, lambda: put(live, upload_id, 0, data, chunk_sha="Z" * 64), 422)
+    assert live.client(SITE).get_json(status)["received"] == []  # nothing recorded
+    assert_refused(live, lambda: complete(live, upload_id), 409, contains="missing")
+    assert put(live, upload_id, 0, data).status_code == 200
+    assert live.client(SITE).get_json(status)["received"] == [0]
     assert complete(live, upload_id).json() == {"sha256": sha256(data)}
 
 
