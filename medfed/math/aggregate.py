@@ -79,6 +79,7 @@ class WeightedMean:
         }
         self.total_weight = 0.0
         self.count = 0
+        self._result: Params | None = None
 
     def add(self, params: Params, *, weight: float) -> None:
         """Add one update. Its layout must match the one given at construction."""
@@ -86,6 +87,8 @@ class WeightedMean:
             raise ValueError(f"weight must be a finite non-negative number, got {weight}")
         if params.specs != self._layout:
             raise ValueError("update layout (names, shapes, dtypes) differs from the model's")
+        if self._result is not None:
+            raise RuntimeError("this mean is already finished; start a new WeightedMean")
         self.count += 1
         if weight == 0:
             return
@@ -97,14 +100,18 @@ class WeightedMean:
         """The weighted mean in the original dtypes, or None when the total weight is zero."""
         if self.total_weight == 0:
             return None
+        if self._result is not None:
+            return self._result
         out = []
         for name, acc in self._acc.items():
-            mean = acc / acc.dtype.type(self.total_weight)
+            mean = acc
+            mean /= acc.dtype.type(self.total_weight)  # in place: no second full-size array
             dtype = self._dtypes[name]
             if not np.issubdtype(dtype, np.floating):
                 mean = np.rint(mean)
             out.append((name, np.asarray(mean).astype(dtype, copy=False)))
-        return Params(out)
+        self._result = Params(out)
+        return self._result
 
 
 def _axpy(
@@ -122,11 +129,13 @@ def _axpy(
         np.multiply(flat_x, weight, out=buf, casting="unsafe")
         flat_acc += buf
         return
-    for start in range(0, n, scratch.size):
-        stop = min(n, start + scratch.size)
-        buf = scratch[: stop - start]
-        np.multiply(flat_x[start:stop], weight, out=buf, casting="unsafe")
+    start = 0  # in windows: a memory-mapped update's pages are released behind the scan
+    for part in windows(x, scratch.size * x.itemsize):
+        stop = start + part.size
+        buf = scratch[: part.size]
+        np.multiply(part, weight, out=buf, casting="unsafe")
         flat_acc[start:stop] += buf
+        start = stop
 
 
 def weighted_mean(items: Iterable[tuple[Params, float]]) -> Params | None:

@@ -91,6 +91,11 @@ def load_params(model: nn.Module, params: Params) -> None:
     with torch.no_grad():
         for name, target in state.items():
             array = params[name]
+            view = _numpy_view(target)
+            if view is not None and view.shape == array.shape and view.dtype == _native(array):
+                # one copy, straight from the (possibly memory-mapped, read-only) array
+                np.copyto(view, array, casting="equiv")
+                continue
             source = torch.from_numpy(array if array.flags.writeable else array.copy())
             if source.shape != target.shape or source.dtype != target.dtype:
                 raise ValueError(
@@ -101,6 +106,20 @@ def load_params(model: nn.Module, params: Params) -> None:
 
 
 # --- small helpers a custom training loop may reuse -----------------------------------------
+
+
+def _numpy_view(tensor: Tensor) -> npt.NDArray[Any] | None:
+    """The tensor's memory as a numpy array (CPU tensors of numpy dtypes), else None."""
+    if tensor.device.type != "cpu":
+        return None
+    try:
+        return tensor.detach().numpy()
+    except (TypeError, RuntimeError):  # e.g. bfloat16 has no numpy dtype
+        return None
+
+
+def _native(array: npt.NDArray[Any]) -> np.dtype[Any]:
+    return array.dtype.newbyteorder("=")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
