@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 from medfed.math.aggregate import WeightedMean
 from medfed.records import Params, Update
+from medfed.scan import windows
 from medfed.strategies.base import Aggregator, Strategy
 
 __all__ = ["FedAvg", "apply_delta"]
@@ -20,9 +21,15 @@ def apply_delta(params: Params, delta: Params | None, *, scale: float = 1.0) -> 
         return params
     out = []
     for name, value in params.items():
-        step: npt.NDArray[Any] = delta[name]
-        new = value + (step if scale == 1.0 else step * value.dtype.type(scale))
-        new = np.asarray(new).astype(value.dtype, copy=False)
+        step: npt.NDArray[Any] = delta[name].reshape(-1)
+        new = np.empty(value.shape, value.dtype)
+        flat, at = new.reshape(-1), 0
+        # in windows: a memory-mapped model's pages are released behind the scan
+        for part in windows(value):
+            end = at + part.size
+            d = step[at:end] if scale == 1.0 else step[at:end] * value.dtype.type(scale)
+            np.add(part, d, out=flat[at:end], casting="unsafe")
+            at = end
         new.flags.writeable = False
         out.append((name, new))
     return Params(out)
