@@ -51,6 +51,24 @@ def job() -> None:
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option(
+    "--dp",
+    type=click.Choice(["none", "client"]),
+    default="none",
+    show_default=True,
+    help="Client-level differential privacy (DP-FedAvg): each site's budget pays for it.",
+)
+@click.option(
+    "--secagg/--no-secagg",
+    default=None,
+    help="Secure aggregation: the coordinator sees only the sum [on with --dp].",
+)
+@click.option("--clip", type=float, default=None, help="DP clip norm of an update [1.0].")
+@click.option("--noise-multiplier", type=float, default=None, help="DP noise multiplier [1.0].")
+@click.option(
+    "--target-epsilon", type=float, default=None, help="Calibrate the noise to this ε instead."
+)
+@click.option("--delta", type=float, default=None, help="DP δ [1e-5].")
 def submit(
     kit: Path,
     insecure: bool,
@@ -67,6 +85,12 @@ def submit(
     batch_size: int,
     lr: float,
     optimizer: str,
+    dp: str,
+    secagg: bool | None,
+    clip: float | None,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    delta: float | None,
 ) -> None:
     """Submit TASK_FILE (a Python task module defining `task`) as a federated job.
 
@@ -81,6 +105,18 @@ def submit(
     from medfed.site.task_loading import load_task
     from medfed.tensor_file import write_params
 
+    privacy: dict[str, Any] = {
+        "dp": dp,
+        # DP's noise is split across the sites under secure aggregation: on with --dp
+        "secure_aggregation": dp != "none" if secagg is None else secagg,
+    }
+    flags = {
+        "clip_norm": clip,
+        "noise_multiplier": noise_multiplier,
+        "target_epsilon": target_epsilon,
+        "delta": delta,
+    }
+    privacy.update({k: v for k, v in flags.items() if v is not None})
     spec = load_dataset(data_name).spec
     task = load_task(f"{task_file}:task")
     config = JobConfig(
@@ -102,6 +138,7 @@ def submit(
             "n_classes": spec.n_classes,
             "data": data_name,
         },
+        privacy=privacy,
     )
     initial = task.initial_params(spec, seed=seed)
     # streamed into a file and uploaded chunk by chunk from it: no copy of it as bytes
@@ -179,7 +216,9 @@ def _print_status(view: dict[str, Any]) -> None:
     rounds = view.get("rounds_detail", [])
     if rounds:
         table = Table(box=box.SIMPLE_HEAD, title="federated evaluation per round")
-        for col in ("round", "trained", "failed", "loss", "accuracy", "AUROC", "C-index"):
+        private = any((r.get("privacy") or {}).get("epsilon") is not None for r in rounds)
+        columns = ["round", "trained", "failed", "loss", "accuracy", "AUROC", "C-index"]
+        for col in columns + (["ε"] if private else []):
             table.add_column(col, justify="right")
         for r in rounds[-10:]:
             ev = r.get("evaluate") or {}
@@ -187,7 +226,7 @@ def _print_status(view: dict[str, Any]) -> None:
             def f(key: str, ev: dict[str, Any] = ev) -> str:
                 return "—" if ev.get(key) is None else f"{ev[key]:.3f}"
 
-            table.add_row(
+            cells = [
                 str(r["round"]),
                 str(len(r["trained"])),
                 str(len(r["failures"])),
@@ -195,8 +234,19 @@ def _print_status(view: dict[str, Any]) -> None:
                 f("accuracy"),
                 f("auroc"),
                 f("c_index"),
-            )
+            ]
+            if private:
+                eps = (r.get("privacy") or {}).get("epsilon")
+                cells.append("—" if eps is None else f"{eps:.3g}")
+            table.add_row(*cells)
         out.print(table)
+        last = (rounds[-1].get("privacy") or {}) if private else {}
+        if last.get("epsilon") is not None:
+            out.print(
+                f"privacy: ε = {last['epsilon']:.3g} at δ = {last.get('delta', 0):g} after "
+                f"round {rounds[-1]['round']} (client level, noise multiplier "
+                f"{last.get('noise_multiplier', 0):.3g})"
+            )
 
 
 @job.command()

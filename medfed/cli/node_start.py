@@ -93,6 +93,8 @@ def start(
         spec=dataset.spec,
         settings=NodeSettings(state_dir=state or kit / "state", auto_approve=auto_approve),
         on_event=event,
+        dataset=data_name,
+        kit=k,
     )
     event(
         f"node [bold]{k.name}[/] ({dataset.site(name).num_train} training records) → "

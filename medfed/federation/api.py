@@ -36,14 +36,13 @@ from medfed.federation.api_models import (
     RevokeBody,
     UploadStart,
 )
+from medfed.federation.api_secagg import base_operation, install_secagg_routes, update_problem
 from medfed.federation.blobs import BlobStore, valid_sha256
 from medfed.federation.signing import Principal
 from medfed.federation.store import Store
 from medfed.federation.transfer import CHUNK_HEADER
 from medfed.federation.views import job_brief, job_view, jobs_for_site
 from medfed.math.aggregate import is_finite
-from medfed.orchestration.validate import check_update
-from medfed.records import Operation
 from medfed.serde import reply_from_header, sha256_hex
 from medfed.tensor_file import open_params
 
@@ -311,7 +310,7 @@ def create_app(
         if (
             header.get("site") != p.name
             or header.get("round") != task.round
-            or header.get("operation") != task.operation
+            or header.get("operation") != base_operation(task.operation)
         ):
             raise refuse(p, 400, "task.reply", target, "the reply does not match its task")
         sha = body.blob_sha256
@@ -326,16 +325,9 @@ def create_app(
         problem = header_problem(parsed)
         if problem is not None:
             raise refuse(p, 422, "task.reply", target, f"reply refused: {problem}")
-        train = parsed.ok and task.operation == Operation.TRAIN.value
-        if delta is not None and not train:  # only what check_update saw may be stored
-            raise refuse(
-                p, 400, "task.reply", target, "only a successful training reply carries an update"
-            )
-        if train:
-            model, _ = open_params(blobs.path(task.params_sha256))
-            problem = check_update(parsed, model)
-            if problem is not None:
-                raise refuse(p, 422, "task.reply", target, f"update refused: {problem}")
+        refused = update_problem(store, blobs, task, parsed, delta)
+        if refused is not None:  # only what was checked may be stored
+            raise refuse(p, refused[0], "task.reply", target, refused[1])
         outcome = store.complete_task(task_id, reply=header, reply_sha256=body.blob_sha256)
         if outcome == "closed":
             raise refuse(
@@ -350,6 +342,8 @@ def create_app(
         )
         notify()
         return {"status": outcome}
+
+    install_secagg_routes(app, store=store, gate=gate, read=read)
 
     # -- researchers -----------------------------------------------------------------------
 

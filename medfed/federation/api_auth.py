@@ -7,6 +7,7 @@ line in the audit log naming who asked.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from collections.abc import Callable
@@ -23,7 +24,8 @@ from starlette.requests import ClientDisconnect
 
 from medfed.errors import MedfedError
 from medfed.federation.api_checks import invalid_sentence
-from medfed.federation.signing import AuthError, Principal, verify_request
+from medfed.federation.certificates import CertificateBook
+from medfed.federation.signing import CERT_HEADER, AuthError, Principal, verify_request
 from medfed.federation.store import Store
 
 __all__ = ["MAX_BODY", "OPEN_ROUTES", "Gate", "Refusal"]
@@ -51,6 +53,7 @@ class Gate:
         self.store = store
         self.consortium = consortium
         self.ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+        self.certificates = CertificateBook(store.engine)
 
     def refuse(
         self, p: Principal | None, status: int, action: str, target: str, reason: str
@@ -115,6 +118,10 @@ class Gate:
             reason = "this identity has been revoked by the federation's admin"
             raise self.refuse(p, 403, action, p.name, reason)
         self.store.touch_participant(p.name, p.role, p.fingerprint)
+        # the certificate verified just now: peers of secure aggregation check keys with it
+        self.certificates.remember(
+            p.name, base64.b64decode(request.headers[CERT_HEADER]), p.fingerprint
+        )
         return p
 
     def route_class(self) -> type[APIRoute]:

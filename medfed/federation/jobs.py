@@ -9,10 +9,11 @@ checkpointed in the store, so a restarted coordinator resumes at the next round.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medfed.config import TrainSettings
 from medfed.errors import ConfigError, MedfedError
@@ -20,8 +21,13 @@ from medfed.federation.blobs import BlobStore
 from medfed.federation.remote_backend import JobCancelled, RemoteBackend
 from medfed.federation.store import Store
 from medfed.orchestration.driver import RoundDriver, RoundResult
+from medfed.privacy.config import PrivacyConfig
 from medfed.strategies import make_strategy
 from medfed.tensor_file import open_params
+
+if TYPE_CHECKING:
+    from medfed.orchestration.secure_round import SecureAggregation
+    from medfed.privacy.server import ServerPrivacy
 
 __all__ = ["JobConfig", "JobRunner"]
 
@@ -42,6 +48,8 @@ class JobConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     data_spec: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    # the [privacy] table (PrivacyConfig): client-level DP and secure aggregation; none by default
+    privacy: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= 100_000:
@@ -60,6 +68,27 @@ class JobConfig:
             min_sites=self.min_sites,
             options=self.strategy_options,
         )
+        self.privacy_config()
+
+    def privacy_config(self) -> PrivacyConfig:
+        """The job's privacy settings; an empty table means no protection at all."""
+        if not isinstance(self.privacy, dict):
+            raise ConfigError("privacy must be an object")
+        values = {"dp": "none", "secure_aggregation": False, **self.privacy}
+        config = PrivacyConfig.from_mapping(values)
+        if config.dp == "sample":
+            raise ConfigError(
+                "privacy.dp = 'sample' (DP-SGD) is not available in a federation yet; "
+                "use 'client' or 'none'"
+            )
+        if config.adaptive_clip and config.clip_count_stddev is None:
+            raise ConfigError(
+                "adaptive clipping in a federation needs privacy.clip_count_stddev (the sites "
+                "do not know how many take part in a round)"
+            )
+        if config.secure_aggregation and self.min_sites < 2:
+            raise ConfigError("secure aggregation needs min_sites of at least 2")
+        return config
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,14 +170,59 @@ class JobRunner(threading.Thread):
             timeout=config.round_timeout,
             observers=[Checkpoint()],
         )
+        privacy = config.privacy_config()
         for r in range(job.rounds_done + 1, config.rounds + 1):
             # a round starts once enough data stewards have approved the job's code
-            backend.wait_for_sites(config.min_sites)
+            sites = backend.wait_for_sites(config.min_sites)
+            if r == job.rounds_done + 1 and (privacy.enabled or privacy.secure_aggregation):
+                driver.privacy, driver.secure = self._protection(config, privacy, len(sites))
+                _replay_accounting(driver.privacy, job.rounds_done)
             params = driver.run_round(r, params, last=r == config.rounds).params
         self.store.set_job_status(self.job_id, "complete")
         self.store.audit(
             principal="coordinator", role="coordinator", action="job.complete", target=self.job_id
         )
+
+    def _protection(
+        self, config: JobConfig, privacy: PrivacyConfig, num_sites: int
+    ) -> tuple[ServerPrivacy | None, SecureAggregation | None]:
+        """The coordinator's DP accountant and secure aggregation for this job.
+
+        Sites are drawn as a fixed number per round: the accountant gets a sample rate of 1
+        (no amplification by sampling claimed), as in a simulation. Every SecAgg message
+        binds the job's id, and advertisements are checked with the sites' certificates.
+        """
+        from medfed.federation.certificates import CertificateBook, identity_verifier
+        from medfed.orchestration.secure_round import SecureAggregation
+        from medfed.privacy.server import ServerPrivacy
+
+        expected = float(
+            min(num_sites, max(config.min_sites, math.ceil(config.fraction * num_sites)))
+        )
+        server = None
+        if privacy.dp == "client":
+            server = ServerPrivacy(
+                privacy,
+                rounds=config.rounds,
+                sample_rate=1.0,
+                expected_sites=max(1.0, expected),
+                min_sites=config.min_sites,
+            )
+        secure = None
+        if privacy.secure_aggregation:
+            secure = SecureAggregation(
+                bound=privacy.secagg_bound,
+                threshold=privacy.secagg_threshold,
+                job=self.job_id,
+                verify_identity=identity_verifier(CertificateBook(self.store.engine)),
+            )
+        return server, secure
+
+
+def _replay_accounting(server: ServerPrivacy | None, rounds_done: int) -> None:
+    """A resumed job: account for the rounds that ran before the coordinator restarted."""
+    if server is not None and rounds_done > 0:
+        server.accountant.step(rounds=rounds_done)
 
 
 def _summary(result: RoundResult) -> dict[str, Any]:
@@ -160,4 +234,5 @@ def _summary(result: RoundResult) -> dict[str, Any]:
         "evaluate": None if evaluation is None else evaluation.as_dict(),
         "evaluate_per_site": {s: m.as_dict() for s, m in result.eval_metrics.items()},
         "seconds": result.seconds,
+        "privacy": dict(result.privacy),  # ε so far, δ, σ, clip (DP jobs); {} otherwise
     }

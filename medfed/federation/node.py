@@ -25,10 +25,12 @@ from typing import Any
 
 from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData, TaskKind
-from medfed.errors import MedfedError
+from medfed.errors import MedfedError, UsageError
 from medfed.federation.client import FederationClient, TransportError
+from medfed.federation.kits import Kit
+from medfed.federation.node_privacy import JobProtection, RoundCost, protect_job
 from medfed.federation.outbox import Outbox, Waiting
-from medfed.records import Params, Reply, SiteFailure
+from medfed.records import Operation, Params, Reply, SiteFailure
 from medfed.serde import instruction_from_wire, reply_to_header
 from medfed.site.approval import ApprovalStore
 from medfed.site.ledger import EgressLedger
@@ -52,6 +54,7 @@ class NodeSettings:
 class _JobContext:
     task_sha256: str
     runtime: SiteRuntime
+    protection: JobProtection
 
 
 @dataclass
@@ -64,7 +67,10 @@ class NodeAgent:
     spec: DataSpec
     settings: NodeSettings
     on_event: Callable[[str], None] = lambda message: None
+    dataset: str = ""  # the data set's name: its privacy budget is kept under it
+    kit: Kit | None = None  # the site's kit: its identity key signs secure aggregation
     _jobs: dict[str, _JobContext] = field(default_factory=dict)
+    _costs: dict[int, RoundCost] = field(default_factory=dict)
     _announced: dict[str, dict[str, Any]] = field(default_factory=dict)
     _reported: dict[str, str] = field(default_factory=dict)
     _stop: bool = False
@@ -103,6 +109,7 @@ class NodeAgent:
         work = self.client.get_json(f"/v1/work?wait={wait:g}")
         for job in work.get("jobs", []):
             self._consider(job)
+        self._finish_ended({job["id"] for job in work.get("jobs", [])})
         task = work.get("task")
         if task is None:
             return False
@@ -132,10 +139,20 @@ class NodeAgent:
             if decision == "approved":
                 self.on_event(f"job {job_id} approved: this site takes part")
 
-    def _context(self, job_id: str, train: dict[str, Any]) -> _JobContext:
+    def _finish_ended(self, running: set[str]) -> None:
+        """Jobs no longer running: release the privacy budget they reserved but did not use."""
+        for job_id in [j for j in self._jobs if j not in running]:
+            ctx = self._jobs.pop(job_id)
+            try:
+                ctx.protection.finish()
+            except MedfedError as exc:
+                self.on_event(f"{job_id}: {exc}")
+
+    def _context(self, job_id: str, announced: dict[str, Any]) -> _JobContext:
         ctx = self._jobs.get(job_id)
         if ctx is not None:
             return ctx
+        train = announced.get("train", {})
         code = self.client.get_bytes(f"/v1/jobs/{job_id}/bundle")
         sha = hashlib.sha256(code).hexdigest()
         if _value(self.approvals.status(sha)) != "approved":
@@ -145,10 +162,22 @@ class NodeAgent:
         from medfed.site.task_loading import load_task
 
         task = load_task(f"{path}:task")
-        runtime = SiteRuntime(
-            self.site, task.site_app(self.data, self.spec, TrainSettings(**train))
+        # a DP job reserves its rounds on this data set's budget first, or is refused
+        protection = protect_job(
+            job_id,
+            announced,
+            site=self.site,
+            dataset=self.dataset,
+            state_dir=self.settings.state_dir,
+            identity_key=None if self.kit is None else self.kit.identity_key,
         )
-        ctx = self._jobs[job_id] = _JobContext(sha, runtime)
+        runtime = SiteRuntime(
+            self.site,
+            task.site_app(self.data, self.spec, TrainSettings(**train)),
+            dp=protection.dp,
+            secure=protection.secure,
+        )
+        ctx = self._jobs[job_id] = _JobContext(sha, runtime, protection)
         return ctx
 
     # -- one task -------------------------------------------------------------------------
@@ -180,12 +209,14 @@ class NodeAgent:
                 blob_sha = self.client.upload_file(waiting.update, sha256=waiting.sha256)
             body = json.dumps({"header": waiting.header, "blob_sha256": blob_sha}).encode()
             failure = waiting.header.get("failure")
+            cost = self._costs.pop(task_id, None)
             self.ledger.append(
                 job=job_id,
                 round=round_,
                 kind="failure" if failure else "metrics",
                 destination=destination,
                 data=body,
+                **self._privacy_cost(job_id, cost),
             )
             result = self.client.post_bytes(f"/v1/tasks/{task_id}/reply", body)
         except TransportError:
@@ -203,21 +234,34 @@ class NodeAgent:
     def _answer(self, task: dict[str, Any]) -> Waiting:
         """Run the task; its reply goes into the outbox (the update recorded in the ledger)."""
         job_id, round_ = task["job_id"], task["round"]
+        operation = str(task["operation"]).partition("/")[0]  # secagg/<stage key> → secagg
+        cost = None
         try:
-            ctx = self._context(job_id, self._announced.get(job_id, {}).get("train", {}))
-            params = self._global_model(task["params_sha256"])
-            instruction = instruction_from_wire(task["instruction"], params)
-            self.on_event(f"{job_id} round {round_}: {task['operation']}…")
+            ctx = self._context(job_id, self._announced.get(job_id, {}))
+            if operation == Operation.SECAGG.value:  # a protocol message, no model
+                instruction = instruction_from_wire(task["instruction"], Params())
+                ctx.protection.before_secagg(
+                    instruction, lambda sites: self._certificates(job_id, sites), **self._ca()
+                )
+            else:
+                params = self._global_model(task["params_sha256"])
+                instruction = instruction_from_wire(task["instruction"], params)
+            if operation == Operation.TRAIN.value:
+                # charged before training: a round the budget refuses sends nothing
+                cost = ctx.protection.charge(round_)
+            self.on_event(f"{job_id} round {round_}: {operation}…")
             reply = ctx.runtime.handle(instruction)
         except (MedfedError, PermissionError, OSError, ValueError) as exc:
-            from medfed.records import Operation
-
+            if isinstance(exc, MedfedError):
+                self.on_event(f"{job_id} round {round_}: this site refuses: {exc}")
             reply = Reply(
                 site=self.site,
                 round=round_,
-                operation=Operation(task["operation"]),
+                operation=Operation(operation),
                 failure=SiteFailure(type(exc).__name__, str(exc)),
             )
+        if cost is not None:
+            self._costs[int(task["id"])] = cost
         header = reply_to_header(reply)
         header["failure"] = (
             None
@@ -239,10 +283,36 @@ class NodeAgent:
                 destination=destination,
                 nbytes=nbytes,
                 sha256=sha256,
+                **self._privacy_cost(job_id, self._costs.pop(int(task["id"]), None)),
             )
 
         delta = None if reply.update is None else reply.update.delta
         return self.outbox.put(int(task["id"]), header, delta, record)
+
+    # -- privacy --------------------------------------------------------------------------
+
+    def _privacy_cost(self, job_id: str, cost: RoundCost | None) -> dict[str, Any]:
+        """The ledger fields of a message of a DP job: ``epsilon`` is what the round added to
+        the data set's ε (on the round's first message only, so that a ledger's ε add up);
+        the note says the data set's ε spent so far."""
+        ctx = self._jobs.get(job_id)
+        last = cost or (None if ctx is None else ctx.protection.last_cost)
+        if last is None:
+            return {}
+        return {
+            "epsilon": None if cost is None else cost.epsilon,
+            "note": f"epsilon spent on {self.dataset} after round {last.round}: {last.spent:.6g}",
+        }
+
+    def _ca(self) -> dict[str, Any]:
+        if self.kit is None:
+            raise UsageError("secure aggregation needs this site's kit (its CA and identity)")
+        return {"ca_pem": self.kit.ca_pem, "consortium": self.kit.consortium}
+
+    def _certificates(self, job_id: str, sites: list[str]) -> dict[str, Any]:
+        got = self.client.get_json(f"/v1/jobs/{job_id}/certificates?sites={','.join(sites)}")
+        certificates = got.get("certificates") if isinstance(got, dict) else None
+        return certificates if isinstance(certificates, dict) else {}
 
 
 def spec_from_json(raw: dict[str, Any]) -> DataSpec:

@@ -5,10 +5,18 @@ per requested site (idempotently: after a coordinator restart the same tasks, an
 already accepted, are found again), then waits for the nodes' replies and yields them in
 request order. A site that does not answer before the round's deadline becomes a failure
 reply, and its task is closed so a late upload is refused.
+
+Secure aggregation runs several stages per round, each one ``SECAGG`` instruction per site
+(with empty params and a protocol ``message``). Each stage is a task of its own: its
+operation is ``secagg/`` and 8 hex digits of the sha256 of its message
+(:func:`task_operation`), so a stage is never mistaken for another one, nor for a stage of
+an earlier attempt at the round.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,11 +25,24 @@ from medfed.errors import MedfedError
 from medfed.federation.blobs import BlobStore
 from medfed.federation.store import Store, TaskRow
 from medfed.orchestration.backends.base import Request
-from medfed.records import Reply, SiteFailure
+from medfed.records import Instruction, Operation, Reply, SiteFailure
 from medfed.serde import instruction_to_wire, reply_from_header
 from medfed.tensor_file import open_params
 
-__all__ = ["JobCancelled", "RemoteBackend", "Wakeup"]
+__all__ = ["JobCancelled", "RemoteBackend", "Wakeup", "base_operation", "task_operation"]
+
+
+def task_operation(instruction: Instruction) -> str:
+    """The operation a task row stores: the instruction's, with its stage for SECAGG."""
+    if instruction.operation is not Operation.SECAGG:
+        return instruction.operation.value
+    message = json.dumps(instruction.message, sort_keys=True, separators=(",", ":"))
+    return f"{Operation.SECAGG.value}/{hashlib.sha256(message.encode()).hexdigest()[:8]}"
+
+
+def base_operation(operation: str) -> str:
+    """A task row's operation without its stage (``secagg/…`` → ``secagg``)."""
+    return operation.partition("/")[0]
 
 
 class Wakeup(threading.Condition):
@@ -90,12 +111,10 @@ class RemoteBackend:
                 self.wakeup.wait(max(0.0, wait))
 
     def _failure(self, task: TaskRow, kind: str, message: str) -> Reply:
-        from medfed.records import Operation
-
         return Reply(
             site=task.site,
             round=task.round,
-            operation=Operation(task.operation),
+            operation=Operation(base_operation(task.operation)),
             failure=SiteFailure(kind, message),
         )
 
@@ -121,7 +140,7 @@ class RemoteBackend:
                 self.store.ensure_task(
                     job_id=self.job_id,
                     round=instruction.round,
-                    operation=instruction.operation.value,
+                    operation=task_operation(instruction),
                     site=site,
                     instruction=instruction_to_wire(instruction),
                     params_sha256=sha_of[key],

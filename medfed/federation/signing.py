@@ -72,6 +72,7 @@ __all__ = [
     "canonical_message",
     "sha256_hex",
     "sign_request",
+    "verify_certificate",
     "verify_request",
 ]
 
@@ -255,6 +256,37 @@ def _identity(
     if not isinstance(eku, x509.ExtendedKeyUsage) or ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
         raise AuthError("certificate is not a client identity")
     return cert, public_key, name, role
+
+
+def verify_certificate(
+    der: bytes,
+    *,
+    ca_cert: x509.Certificate | bytes,
+    consortium: str | None,
+    now: float,
+    roles: Collection[str] = ROLES,
+) -> tuple[str, str, ed25519.Ed25519PublicKey]:
+    """The name, role and Ed25519 key of an identity certificate, or :class:`AuthError`.
+
+    The same checks as :func:`verify_request` makes of a request's certificate: an identity
+    (no CA) of an allowed role and of this consortium, valid at ``now``, that may sign, and
+    issued by the federation CA ``ca_cert``.
+    """
+    ca_cert = _ca(ca_cert) if isinstance(ca_cert, bytes) else ca_cert
+    moment = dt.datetime.fromtimestamp(now, dt.UTC)
+    try:
+        cert, public_key, name, role = _identity(der, roles, consortium, moment)
+    except AuthError:
+        raise
+    except Exception:  # fail closed, as verify_request does
+        raise AuthError("certificate does not parse") from None
+    if not ca_cert.not_valid_before_utc <= moment <= ca_cert.not_valid_after_utc:
+        raise AuthError("federation CA expired or not yet valid")
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except Exception:
+        raise AuthError("certificate not issued by the federation CA") from None
+    return name, role, public_key
 
 
 def verify_request(

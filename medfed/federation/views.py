@@ -23,6 +23,10 @@ def jobs_for_site(store: Store, site: str) -> list[dict[str, Any]]:
                 "approval": store.approvals(job.id).get(site, "unknown"),
                 "train": job.config.get("train", {}),
                 "data_spec": job.config.get("data_spec", {}),
+                # what a node needs to protect its updates and to reserve its privacy budget
+                "privacy": job.config.get("privacy", {}),
+                "rounds": job.config.get("rounds"),
+                "min_sites": job.config.get("min_sites"),
             }
         )
     return out

@@ -359,7 +359,8 @@ class SiteBudget:
         if row is None:
             raise ConfigError(
                 f"data set {dataset!r} has no privacy budget at this node; its operator must "
-                "set one (ε and δ) before DP jobs can use it"
+                "set one (ε and δ) before DP jobs can use it: "
+                f"`medfed node budget set {dataset} --epsilon E`"
             )
         return float(row[0]), float(row[1]), str(row[2])
 

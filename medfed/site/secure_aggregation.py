@@ -72,7 +72,12 @@ def unflatten(vector: npt.NDArray[np.float64], like: Params) -> tuple[Params, np
 
 @dataclass(frozen=True)
 class SecAggIdentity:
-    """The key a site signs its key advertisements with, and the public keys of its peers."""
+    """The key a site signs its key advertisements with, and the public keys of its peers.
+
+    ``peers`` is read each time a peer's signature is checked, not copied: a node may fill
+    it lazily (e.g. from the peers' certificates once a round names them) before it hands
+    the round's key-advertisement request to :class:`SecureAggregationSite`.
+    """
 
     site: str
     key: ed25519.Ed25519PrivateKey
@@ -86,7 +91,7 @@ class SecureAggregationSite:
         self.identity = identity
         self._held: tuple[int, npt.NDArray[np.float64], float] | None = None
         self._client: SecAggClient | None = None
-        self._verify = ed25519_verifier(dict(identity.peers))
+        self._verify = ed25519_verifier(identity.peers)  # read lazily (see SecAggIdentity)
         self.saturated = 0
 
     def hold(

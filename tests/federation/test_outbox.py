@@ -16,6 +16,7 @@ from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import IntegrityError
 from medfed.federation.client import ApiError, TransportError
 from medfed.federation.node import NodeAgent, NodeSettings
+from medfed.federation.node_privacy import JobProtection, job_privacy
 from medfed.federation.outbox import Outbox
 from medfed.records import Operation, Params, Reply, Update
 from medfed.serde import params_to_bytes, sha256_hex
@@ -104,7 +105,10 @@ def node(tmp_path: Path, client: StubClient) -> tuple[NodeAgent, list[int]]:
         return Reply("h", instruction.round, Operation.TRAIN, update=Update(delta(), 5))
 
     runtime = SimpleNamespace(handle=handle)
-    agent._context = lambda job_id, train: SimpleNamespace(runtime=runtime)  # type: ignore[method-assign]
+    protection = JobProtection("job-1", job_privacy({}))  # no DP, no secure aggregation
+    agent._context = lambda job_id, announced: SimpleNamespace(  # type: ignore[method-assign]
+        runtime=runtime, protection=protection
+    )
     agent._global_model = lambda sha: delta()  # type: ignore[method-assign]
     return agent, trained
 
