@@ -36,6 +36,19 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paths under pytest's temporary folder are long: print them on one line.
+
+    The shared console reads COLUMNS once, when it is first imported (maybe by an earlier
+    test), so the width is set on the console itself.
+    """
+    from medfed.cli import console
+
+    monkeypatch.setattr(console.out, "width", 250)
+    monkeypatch.setattr(console.err, "width", 250)
+
+
 def run(*args: str) -> click.testing.Result:
     return CliRunner().invoke(provision, list(args), env={"COLUMNS": "250"})
 
