@@ -21,16 +21,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
     and_,
     create_engine,
     delete,
@@ -43,113 +33,21 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
+from medfed.federation.store_schema import (
+    audit,
+    job_sites,
+    jobs,
+    metadata,
+    nonces,
+    participants,
+    rounds,
+    tasks,
+    uploads,
+)
+
 __all__ = ["JobRow", "Store", "TaskRow"]
 
 _T = TypeVar("_T")
-
-metadata = MetaData()
-
-participants = Table(
-    "participants",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("role", String(16), nullable=False),
-    Column("fingerprint", String(64), nullable=False),
-    Column("first_seen", Float, nullable=False),
-    Column("last_seen", Float, nullable=False),
-    Column("revoked", Boolean, nullable=False, default=False),
-    Column("revoked_at", Float),
-    Column("revoked_reason", Text),
-)
-
-nonces = Table(
-    "nonces",
-    metadata,
-    Column("fingerprint", String(64), primary_key=True),
-    Column("nonce", String(128), primary_key=True),
-    Column("expires_at", Float, nullable=False, index=True),
-)
-
-audit = Table(
-    "audit",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("time", Float, nullable=False),
-    Column("principal", String(64), nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("action", String(64), nullable=False),
-    Column("target", String(200), nullable=False, default=""),
-    Column("outcome", String(16), nullable=False),
-    Column("detail", Text, nullable=False, default=""),
-)
-
-jobs = Table(
-    "jobs",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("researcher", String(64), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("task_sha256", String(64), nullable=False),
-    Column("task_name", String(200), nullable=False),
-    Column("config", Text, nullable=False),
-    Column("initial_sha256", String(64), nullable=False),
-    Column("params_sha256", String(64), nullable=False),
-    Column("rounds_done", Integer, nullable=False, default=0),
-    Column("error", Text),
-)
-
-job_sites = Table(
-    "job_sites",
-    metadata,
-    Column("job_id", String(32), primary_key=True),
-    Column("site", String(64), primary_key=True),
-    Column("approval", String(16), nullable=False),
-    Column("updated_at", Float, nullable=False),
-)
-
-tasks = Table(
-    "tasks",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("job_id", String(32), nullable=False, index=True),
-    Column("round", Integer, nullable=False),
-    Column("operation", String(16), nullable=False),
-    Column("site", String(64), nullable=False, index=True),
-    Column("instruction", Text, nullable=False),
-    Column("params_sha256", String(64), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("delivered_at", Float),
-    Column("finished_at", Float),
-    Column("reply", Text),
-    Column("reply_sha256", String(64)),
-    UniqueConstraint("job_id", "round", "operation", "site", name="one_task_per_site"),
-)
-
-rounds = Table(
-    "rounds",
-    metadata,
-    Column("job_id", String(32), primary_key=True),
-    Column("round", Integer, primary_key=True),
-    Column("params_sha256", String(64), nullable=False),
-    Column("summary", Text, nullable=False),
-    Column("finished_at", Float, nullable=False),
-)
-
-uploads = Table(
-    "uploads",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("owner", String(64), nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("size", BigInteger, nullable=False),  # uploads may exceed 2 GiB (PostgreSQL int4)
-    Column("chunk_size", Integer, nullable=False),
-    Column("received", Text, nullable=False, default="[]"),
-    Column("created_at", Float, nullable=False),
-    Column("done", Boolean, nullable=False, default=False),
-)
 
 OPEN_TASK = ("pending", "delivered")
 
