@@ -53,17 +53,23 @@ def job() -> None:
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
 @click.option(
     "--dp",
-    type=click.Choice(["none", "client"]),
+    type=click.Choice(["none", "client", "sample"]),
     default="none",
     show_default=True,
-    help="Client-level differential privacy (DP-FedAvg): each site's budget pays for it.",
+    help="Differential privacy: client level (DP-FedAvg) or sample level (DP-SGD at each "
+    "site); each site's budget pays for it.",
 )
 @click.option(
     "--secagg/--no-secagg",
     default=None,
     help="Secure aggregation: the coordinator sees only the sum [on with --dp].",
 )
-@click.option("--clip", type=float, default=None, help="DP clip norm of an update [1.0].")
+@click.option(
+    "--clip",
+    type=float,
+    default=None,
+    help="DP clip norm of an update (client) or of a record's gradient (sample) [1.0].",
+)
 @click.option("--noise-multiplier", type=float, default=None, help="DP noise multiplier [1.0].")
 @click.option(
     "--target-epsilon", type=float, default=None, help="Calibrate the noise to this ε instead."
@@ -246,6 +252,12 @@ def _print_status(view: dict[str, Any]) -> None:
                 f"privacy: ε = {last['epsilon']:.3g} at δ = {last.get('delta', 0):g} after "
                 f"round {rounds[-1]['round']} (client level, noise multiplier "
                 f"{last.get('noise_multiplier', 0):.3g})"
+            )
+        per_site = rounds[-1].get("epsilon_per_site") or {}
+        if per_site:  # sample level: each site's DP-SGD accountant
+            out.print(
+                f"privacy: ε per site after round {rounds[-1]['round']} (sample level, "
+                "DP-SGD): " + ", ".join(f"{s} {e:.3g}" for s, e in sorted(per_site.items()))
             )
 
 

@@ -75,12 +75,9 @@ class JobConfig:
         if not isinstance(self.privacy, dict):
             raise ConfigError("privacy must be an object")
         values = {"dp": "none", "secure_aggregation": False, **self.privacy}
+        # dp = "sample" (DP-SGD): each site trains privately and accounts for itself (its
+        # node's budget); PrivacyConfig refuses adaptive clipping with it
         config = PrivacyConfig.from_mapping(values)
-        if config.dp == "sample":
-            raise ConfigError(
-                "privacy.dp = 'sample' (DP-SGD) is not available in a federation yet; "
-                "use 'client' or 'none'"
-            )
         if config.adaptive_clip and config.clip_count_stddev is None:
             raise ConfigError(
                 "adaptive clipping in a federation needs privacy.clip_count_stddev (the sites "
@@ -189,7 +186,8 @@ class JobRunner(threading.Thread):
         """The coordinator's DP accountant and secure aggregation for this job.
 
         Sites are drawn as a fixed number per round: the accountant gets a sample rate of 1
-        (no amplification by sampling claimed), as in a simulation. Every SecAgg message
+        (no amplification by sampling claimed), as in a simulation. A sample-level job
+        (DP-SGD) has no accountant here: each site accounts for itself. Every SecAgg message
         binds the job's id, and advertisements are checked with the sites' certificates.
         """
         from medfed.federation.certificates import CertificateBook, identity_verifier
@@ -235,4 +233,10 @@ def _summary(result: RoundResult) -> dict[str, Any]:
         "evaluate_per_site": {s: m.as_dict() for s, m in result.eval_metrics.items()},
         "seconds": result.seconds,
         "privacy": dict(result.privacy),  # ε so far, δ, σ, clip (DP jobs); {} otherwise
+        # sample-level DP: each site's ε so far, as its DP-SGD accountant reported it
+        "epsilon_per_site": {
+            s: float(m.extra["epsilon"])
+            for s, m in result.train_metrics.items()
+            if m.extra.get("epsilon") is not None
+        },
     }

@@ -18,6 +18,7 @@ import json
 import logging
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,9 @@ from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import MedfedError, UsageError
 from medfed.federation.client import FederationClient, TransportError
 from medfed.federation.kits import Kit
-from medfed.federation.node_privacy import JobProtection, RoundCost, protect_job
+from medfed.federation.node_privacy import JobProtection, RoundCost, job_privacy, protect_job
 from medfed.federation.outbox import Outbox, Waiting
+from medfed.privacy.config import PrivacyConfig
 from medfed.records import Operation, Params, Reply, SiteFailure
 from medfed.serde import instruction_from_wire, reply_to_header
 from medfed.site.approval import ApprovalStore
@@ -162,7 +164,10 @@ class NodeAgent:
         from medfed.site.task_loading import load_task
 
         task = load_task(f"{path}:task")
-        # a DP job reserves its rounds on this data set's budget first, or is refused
+        # the site app first (a task DP-SGD cannot train is refused before any reservation);
+        # then a DP job reserves its rounds on this data set's budget, or is refused
+        privacy = job_privacy(announced.get("privacy"))
+        app = self._site_app(task, TrainSettings(**train), privacy, announced)
         protection = protect_job(
             job_id,
             announced,
@@ -170,15 +175,45 @@ class NodeAgent:
             dataset=self.dataset,
             state_dir=self.settings.state_dir,
             identity_key=None if self.kit is None else self.kit.identity_key,
+            num_train=self.data.num_train,
         )
-        runtime = SiteRuntime(
-            self.site,
-            task.site_app(self.data, self.spec, TrainSettings(**train)),
-            dp=protection.dp,
-            secure=protection.secure,
-        )
+        dp_sgd = getattr(app, "dp_sgd", None)
+        if privacy.dp == "sample" and (
+            dp_sgd is None or dp_sgd.noise_multiplier != protection.sample_noise
+        ):
+            protection.finish()
+            raise UsageError(
+                "this job asks for DP-SGD but its site app does not train with the noise this "
+                "node reserved its budget for; the node refuses it"
+            )
+        if protection.sample_noise is not None:
+            self.on_event(
+                f"{job_id}: DP-SGD with noise multiplier {protection.sample_noise:.3g} (noise "
+                "and sampling from OS-seeded generators; Opacus's secure_mode is not used)"
+            )
+        runtime = SiteRuntime(self.site, app, dp=protection.dp, secure=protection.secure)
         ctx = self._jobs[job_id] = _JobContext(sha, runtime, protection)
         return ctx
+
+    def _site_app(
+        self, task: Any, settings: TrainSettings, privacy: PrivacyConfig, announced: dict[str, Any]
+    ) -> Any:
+        """The job's site app; for a sample-level DP job it trains with DP-SGD."""
+        if privacy.dp != "sample":
+            return task.site_app(self.data, self.spec, settings)
+        with warnings.catch_warnings():
+            # Opacus asks for its secure_mode (torchcsprng); medfed.site.dp_sgd draws the
+            # sampling and the noise from OS-seeded generators and documents why it does not
+            # use secure_mode, so the node says it once, as an event, not as a warning
+            warnings.filterwarnings("ignore", "Secure RNG turned off", UserWarning)
+            app = task.site_app(
+                self.data,
+                self.spec,
+                settings,
+                privacy=privacy,
+                rounds=int(announced.get("rounds") or 1),
+            )
+        return app
 
     # -- one task -------------------------------------------------------------------------
 

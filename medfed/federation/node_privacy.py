@@ -1,10 +1,15 @@
-"""A node's protection of its updates in one job: client-level DP and secure aggregation.
+"""A node's protection of its updates in one job: client- or sample-level DP, secure aggregation.
 
 For a job whose ``privacy.dp`` is ``"client"`` the node first reserves the job's planned
 rounds on its data set's lifetime budget (:class:`~medfed.privacy.budget.SiteBudget`) and
 refuses the job when they do not fit; then it charges each round *before* training, so that
 nothing leaves a round the budget refused. Its clip and noise steps draw the noise from the
 operating system's entropy, never from the instruction's seed.
+
+For ``"sample"`` (DP-SGD, :mod:`medfed.site.dp_sgd`) the site app trains privately and the
+node reserves and charges the same way, with one round being the round's optimizer steps
+(each a Poisson-subsampled Gaussian mechanism); DP-SGD's sampling and noise also come from
+the operating system's entropy.
 
 With secure aggregation the node holds its update after training and answers the protocol's
 stages; it signs its key advertisements with its kit's Ed25519 identity key, and trusts a
@@ -21,6 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from medfed.config import TrainSettings
 from medfed.errors import UsageError
 from medfed.privacy.budget import SiteBudget
 from medfed.privacy.config import PrivacyConfig
@@ -58,6 +64,7 @@ class JobProtection:
     secure: SecureAggregationSite | None = None
     peers: dict[str, ed25519.Ed25519PublicKey] = field(default_factory=dict)
     last_cost: RoundCost | None = None
+    sample_noise: float | None = None  # DP-SGD's σ at this site (dp = "sample")
 
     def charge(self, round: int) -> RoundCost | None:
         """Charge ``round`` on the data set's budget (BudgetExceeded: nothing may leave)."""
@@ -106,20 +113,24 @@ def protect_job(
     dataset: str,
     state_dir: Path,
     identity_key: ed25519.Ed25519PrivateKey | None,
+    num_train: int = 0,
 ) -> JobProtection:
     """The protection ``announced`` (the job as the coordinator lists it) asks of this site.
 
     Reserves the job's rounds on the data set's budget first; raises
     :class:`~medfed.privacy.budget.BudgetExceeded` (or a ConfigError when no budget is set)
-    when the node must refuse the job.
+    when the node must refuse the job. A sample-level job (DP-SGD) reserves its optimizer
+    steps: σ as DP-SGD resolves it at this site (``num_train`` training records, the job's
+    batch size, epochs and rounds), Poisson sample rate and steps per round; the site app
+    then trains with the same σ (:attr:`JobProtection.sample_noise`).
     """
     config = job_privacy(announced.get("privacy"))
     protection = JobProtection(job_id, config, dataset)
     rounds = int(announced.get("rounds") or 1)
     min_sites = int(announced.get("min_sites") or 1)
+    if config.enabled and not dataset:
+        raise UsageError("this node does not know the name of its data set, so it refuses DP")
     if config.dp == "client":
-        if not dataset:
-            raise UsageError("this node does not know the name of its data set, so it refuses DP")
         sigma = config.resolve_noise(rounds=rounds, sample_rate=1.0)
         protection.budget = SiteBudget.in_state(state_dir)
         protection.budget.reserve(
@@ -128,6 +139,29 @@ def protect_job(
         # expected_sites is needed only for adaptive clipping, which a job sets with
         # privacy.clip_count_stddev (JobConfig checks it)
         protection.dp = client_dp_steps(config, noise_multiplier=sigma, min_sites=min_sites)
+    elif config.dp == "sample":
+        from medfed.site.dp_sgd import (
+            dp_sgd_noise_multiplier,
+            dp_sgd_sample_rate,
+            dp_sgd_steps_per_round,
+        )
+
+        if num_train < 1:
+            raise UsageError("DP-SGD needs at least one training record at this site")
+        settings = TrainSettings(**dict(announced.get("train") or {}))
+        sigma = dp_sgd_noise_multiplier(
+            config, settings=settings, num_examples=num_train, rounds=rounds
+        )
+        protection.budget = SiteBudget.in_state(state_dir)
+        protection.budget.reserve(
+            dataset,
+            job=job_id,
+            noise_multiplier=sigma,
+            sample_rate=dp_sgd_sample_rate(num_examples=num_train, batch_size=settings.batch_size),
+            rounds=rounds,
+            steps_per_round=dp_sgd_steps_per_round(num_examples=num_train, settings=settings),
+        )
+        protection.sample_noise = sigma
     elif config.dp != "none":
         raise UsageError(f"this node does not run privacy.dp = {config.dp!r} jobs")
     if config.secure_aggregation:

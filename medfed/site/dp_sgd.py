@@ -47,7 +47,12 @@ from medfed.records import Metrics
 from medfed.site.losses import loss_for
 from medfed.site.task import TrainContext
 
-__all__ = ["DPSGD", "dp_sgd_sample_rate", "dp_sgd_steps_per_round"]
+__all__ = [
+    "DPSGD",
+    "dp_sgd_noise_multiplier",
+    "dp_sgd_sample_rate",
+    "dp_sgd_steps_per_round",
+]
 
 _OPACUS_ACCOUNTANT = {"rdp": "rdp", "pld": "prv"}
 
@@ -60,6 +65,39 @@ def dp_sgd_sample_rate(*, num_examples: int, batch_size: int) -> float:
 def dp_sgd_steps_per_round(*, num_examples: int, settings: TrainSettings) -> int:
     """Optimizer steps (Gaussian mechanisms) per round: epochs × ⌈n/batch_size⌉."""
     return settings.local_epochs * math.ceil(num_examples / settings.batch_size)
+
+
+def dp_sgd_noise_multiplier(
+    privacy: PrivacyConfig,
+    *,
+    settings: TrainSettings,
+    num_examples: int,
+    rounds: int | None = None,
+) -> float:
+    """The noise multiplier σ of DP-SGD at a site: ``privacy.noise_multiplier``, or the σ
+    that spends ``privacy.target_epsilon`` over ``rounds`` rounds of this site's own steps
+    (its number of records, batch size and epochs); ``rounds`` is then needed."""
+    if privacy.dp != "sample":
+        raise ConfigError(f"DP-SGD needs privacy.dp = 'sample', got {privacy.dp!r}")
+    if privacy.noise_multiplier is not None:
+        return float(privacy.noise_multiplier)
+    if rounds is None:
+        raise ConfigError(
+            "DP-SGD with privacy.target_epsilon needs the number of rounds to "
+            "calibrate the noise; set privacy.noise_multiplier instead"
+        )
+    if num_examples < 1:
+        raise ConfigError("DP-SGD needs at least one training record at the site")
+    from medfed.privacy.accounting import noise_for_epsilon
+
+    assert privacy.target_epsilon is not None
+    return noise_for_epsilon(
+        target_epsilon=privacy.target_epsilon,
+        delta=privacy.delta,
+        rounds=rounds * dp_sgd_steps_per_round(num_examples=num_examples, settings=settings),
+        sample_rate=dp_sgd_sample_rate(num_examples=num_examples, batch_size=settings.batch_size),
+        accountant=privacy.accountant,
+    )
 
 
 def _os_generator(device: torch.device | None = None) -> torch.Generator:
@@ -119,30 +157,9 @@ class DPSGD:
         With ``target_epsilon`` the noise is calibrated for ``rounds`` rounds of this site's
         steps (so each site spends the target over the whole run); ``rounds`` is then needed.
         """
-        if privacy.dp != "sample":
-            raise ConfigError(f"DP-SGD needs privacy.dp = 'sample', got {privacy.dp!r}")
-        sigma = privacy.noise_multiplier
-        if sigma is None:
-            if rounds is None:
-                raise ConfigError(
-                    "DP-SGD with privacy.target_epsilon needs the number of rounds to "
-                    "calibrate the noise; set privacy.noise_multiplier instead"
-                )
-            if num_examples < 1:
-                raise ConfigError("DP-SGD needs at least one training record at the site")
-            from medfed.privacy.accounting import noise_for_epsilon
-
-            assert privacy.target_epsilon is not None
-            sigma = noise_for_epsilon(
-                target_epsilon=privacy.target_epsilon,
-                delta=privacy.delta,
-                rounds=rounds
-                * dp_sgd_steps_per_round(num_examples=num_examples, settings=settings),
-                sample_rate=dp_sgd_sample_rate(
-                    num_examples=num_examples, batch_size=settings.batch_size
-                ),
-                accountant=privacy.accountant,
-            )
+        sigma = dp_sgd_noise_multiplier(
+            privacy, settings=settings, num_examples=num_examples, rounds=rounds
+        )
         return cls(
             noise_multiplier=sigma,
             max_grad_norm=privacy.clip_norm,

@@ -168,8 +168,14 @@ def test_a_job_s_privacy_is_validated_and_off_by_default() -> None:
     dp = JobConfig(min_sites=2, privacy={"dp": "client", "target_epsilon": 8.0}).privacy_config()
     assert dp.target_epsilon == 8.0 and dp.noise_multiplier is None
     assert JobConfig.from_json(JobConfig(min_sites=2, privacy={"dp": "client"}).to_json())
+    # sample-level DP (DP-SGD at each site, each node's budget pays) is a federation job too
+    sample = JobConfig(
+        min_sites=2, privacy={"dp": "sample", "secure_aggregation": True, "target_epsilon": 4.0}
+    ).privacy_config()
+    assert sample.dp == "sample" and sample.secure_aggregation
+    assert JobConfig.from_json(JobConfig(privacy={"dp": "sample"}).to_json())
     for privacy, words in [
-        ({"dp": "sample"}, "not available"),
+        ({"dp": "sample", "adaptive_clip": True}, "adaptive"),
         ({"dp": "client", "clip": 1.0}, "unknown setting"),
         ({"secure_aggregation": True}, "min_sites"),
         ({"dp": "client", "adaptive_clip": True}, "clip_count_stddev"),
