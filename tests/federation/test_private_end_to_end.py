@@ -24,19 +24,25 @@ BUDGET = 20.0
 SMALL = 1.0  # far below what the job plans (ε = 8)
 
 
-def test_dp_job_with_secure_aggregation_spends_the_sites_budgets_and_sends_only_masked_vectors(
-    federation: Federation,
-) -> None:
-    fed = federation
+def start_with_budgets(fed: Federation, budgets: tuple[float, ...]) -> str:
+    """A coordinator, and one auto-approving node per site with its own budget on DATA;
+    returns the researcher's kit."""
     fed.start_coordinator()
-    for site, epsilon in zip(SITES, (BUDGET, BUDGET, SMALL), strict=True):
+    for site, epsilon in zip(SITES, budgets, strict=True):
         state = fed.kit("sites", site) / "state"
         proc = medfed(
             "node", "budget", "set", DATA, "--epsilon", str(epsilon), "--state", str(state)
         )
         assert proc.returncode == 0, proc.stderr
         fed.start_node(site, "--auto-approve")
-    bob = str(fed.kit("researchers", "bob"))
+    return str(fed.kit("researchers", "bob"))
+
+
+def test_dp_job_with_secure_aggregation_spends_the_sites_budgets_and_sends_only_masked_vectors(
+    federation: Federation,
+) -> None:
+    fed = federation
+    bob = start_with_budgets(fed, (BUDGET, BUDGET, SMALL))
 
     started = time.monotonic()
     proc = medfed(

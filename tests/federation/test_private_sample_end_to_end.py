@@ -15,6 +15,7 @@ import pytest
 from medfed.federation.store import Store
 from medfed.privacy.budget import SiteBudget
 from tests.federation.conftest import SITES, Federation, medfed
+from tests.federation.test_private_end_to_end import start_with_budgets
 
 DATA = "breast-cancer"
 BUDGET = 20.0
@@ -76,15 +77,7 @@ def test_sample_level_dp_job_trains_with_dp_sgd_and_spends_each_sites_budget(
     federation: Federation,
 ) -> None:
     fed = federation
-    fed.start_coordinator()
-    for site, epsilon in zip(SITES, (BUDGET, BUDGET, SMALL), strict=True):
-        state = fed.kit("sites", site) / "state"
-        proc = medfed(
-            "node", "budget", "set", DATA, "--epsilon", str(epsilon), "--state", str(state)
-        )
-        assert proc.returncode == 0, proc.stderr
-        fed.start_node(site, "--auto-approve")
-    bob = str(fed.kit("researchers", "bob"))
+    bob = start_with_budgets(fed, (BUDGET, BUDGET, SMALL))
 
     started = time.monotonic()
     proc = medfed(
