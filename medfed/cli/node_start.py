@@ -43,6 +43,13 @@ import click
     envvar="MEDFED_STALL_SECONDS",
     help="A model transfer fails (and is resumed later) after this long without progress.",
 )
+@click.option(
+    "--require",
+    "require",
+    type=click.Choice(["dp", "secagg"]),
+    multiple=True,
+    help="Refuse every job without this protection (repeatable): the steward's minimum.",
+)
 @click.option("--insecure", is_flag=True, hidden=True)
 def start(
     kit: Path,
@@ -53,6 +60,7 @@ def start(
     state: Path | None,
     auto_approve: bool,
     stall_seconds: float,
+    require: tuple[str, ...],
     insecure: bool,
 ) -> None:
     """Connect to the coordinator (outbound only) and take part in approved jobs."""
@@ -91,7 +99,11 @@ def start(
         site=k.name,
         data=dataset.site(name),
         spec=dataset.spec,
-        settings=NodeSettings(state_dir=state or kit / "state", auto_approve=auto_approve),
+        settings=NodeSettings(
+            state_dir=state or kit / "state",
+            auto_approve=auto_approve,
+            require=frozenset(require),
+        ),
         on_event=event,
         dataset=data_name,
         kit=k,

@@ -48,6 +48,8 @@ log = logging.getLogger("medfed.node")
 class NodeSettings:
     state_dir: Path
     auto_approve: bool = False
+    # protections the site's steward requires of every job ("dp", "secagg"); others are refused
+    require: frozenset[str] = frozenset()
     poll_wait: float = 20.0
     max_backoff: float = 30.0
 
@@ -127,6 +129,13 @@ class NodeAgent:
             task_sha256=sha, job=job_id, task_name=job["task_name"], researcher=job["researcher"]
         )
         decision = _value(status)
+        if self.settings.require:
+            try:  # the steward's minimum protection: a job without it is declined at once
+                _check_required(self.settings.require, job_privacy(job.get("privacy")))
+            except MedfedError as exc:
+                if self._reported.get(job_id) != "rejected":
+                    self.on_event(f"job {job_id} declined: {exc}")
+                decision = "rejected"
         if self.settings.auto_approve and decision == "pending":
             self.approvals.approve(sha, by="auto-approve (development mode)")
             decision = "approved"
@@ -167,6 +176,7 @@ class NodeAgent:
         # the site app first (a task DP-SGD cannot train is refused before any reservation);
         # then a DP job reserves its rounds on this data set's budget, or is refused
         privacy = job_privacy(announced.get("privacy"))
+        _check_required(self.settings.require, privacy)
         app = self._site_app(task, TrainSettings(**train), privacy, announced)
         protection = protect_job(
             job_id,
@@ -360,3 +370,17 @@ def spec_from_json(raw: dict[str, Any]) -> DataSpec:
 
 def _value(status: Any) -> str:
     return str(getattr(status, "value", status))
+
+
+def _check_required(require: frozenset[str], privacy: PrivacyConfig) -> None:
+    """Refuse a job that lacks a protection this site's steward requires."""
+    missing = []
+    if "dp" in require and not privacy.enabled:
+        missing.append("differential privacy (--dp client or --dp sample)")
+    if "secagg" in require and not privacy.secure_aggregation:
+        missing.append("secure aggregation (--secagg)")
+    if missing:
+        raise UsageError(
+            f"this site requires {' and '.join(missing)} of every job, and this job has none; "
+            "the node refuses it (resubmit the job with that protection)"
+        )

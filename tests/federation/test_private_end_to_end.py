@@ -108,3 +108,30 @@ def test_dp_job_with_secure_aggregation_spends_the_sites_budgets_and_sends_only_
         assert vector.ndim == 1 and vector.dtype.name == "uint32"
     refused = [m for m in done if m["site"] == SITES[2] and m["operation"] == "train"]
     assert all(json.loads(m["reply"])["failure"] is not None for m in refused)
+
+
+def test_a_site_that_requires_dp_refuses_a_job_without_it_and_the_others_finish(
+    federation: Federation,
+) -> None:
+    fed = federation
+    fed.start_coordinator()
+    fed.start_node(SITES[0], "--auto-approve", "--require", "dp", "--require", "secagg")
+    for site in SITES[1:]:
+        fed.start_node(site, "--auto-approve")
+    bob = str(fed.kit("researchers", "bob"))
+    proc = medfed(
+        "job", "submit", "examples/breast_mlp.py", "--kit", bob, "--data", DATA,
+        "--rounds", "1", "--min-sites", "2", "--round-timeout", "60",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job_id = re.search(r"(job-[0-9a-f]+)", proc.stdout).group(1)
+    proc = medfed("job", "status", job_id, "--watch", "--kit", bob, timeout=120)
+    logs = "\n".join(fed.log(k) for k in ("coordinator", *SITES))
+    assert proc.returncode == 0 and "complete" in proc.stdout, proc.stdout + logs
+    log = fed.log(SITES[0])
+    assert "requires differential privacy" in log and "secure aggregation" in log, log
+    assert "the node refuses it" in log, log
+    ledger = fed.kit("sites", SITES[0]) / "state" / "egress-ledger.jsonl"
+    assert not ledger.exists() or all(
+        json.loads(line)["kind"] != "update" for line in ledger.read_text().splitlines()
+    )
