@@ -5,11 +5,12 @@ default; Rényi DP with the improved conversion to (ε, δ)) or its PLD accounta
 distributions; tighter, slower). One *round* is one Gaussian mechanism with noise multiplier
 ``σ`` (noise std / L2 sensitivity) applied to a Poisson sample of the protected units:
 
-- client-level DP: the units are sites and ``sample_rate`` is the probability that a site
-  takes part in a round (sites per round / sites; 1.0 when every site is asked every round).
-  The amplification by sampling assumes each site is picked independently with that
-  probability; a strategy that picks a fixed number of sites gets a slightly different
-  (unaccounted) guarantee, and ``sample_rate=1.0`` is then the safe choice;
+- client-level DP: the units are sites. A ``sample_rate`` below 1 claims amplification by
+  sampling, which holds only if each site takes part in a round independently with that
+  probability (Poisson sampling). medfed's runs draw a fixed number of sites per round, so
+  they account every round at ``sample_rate = 1`` (no amplification), and so does
+  ``medfed privacy plan``: both start their accountant with
+  :func:`medfed.privacy.server.client_accountant`;
 - sample-level DP (DP-SGD): the units are patients, one "round" is one optimizer step and
   ``sample_rate`` is batch size / records (Opacus does this accounting itself, see
   :mod:`medfed.site.dp_sgd`).

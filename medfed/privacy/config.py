@@ -129,7 +129,12 @@ class PrivacyConfig:
 
     def resolve_noise(self, *, rounds: int, sample_rate: float) -> float:
         """The noise multiplier: as set, or calibrated so ``rounds`` rounds at ``sample_rate``
-        spend ``target_epsilon`` at ``delta`` (client level: the units are sites)."""
+        spend ``target_epsilon`` at ``delta``.
+
+        A client-level run calls this through :func:`medfed.privacy.server.client_accountant`,
+        with ``sample_rate = 1`` (sites are drawn as a fixed number per round: no
+        amplification by sampling); a rate below 1 is right only for Poisson sampling.
+        """
         if self.noise_multiplier is not None:
             return self.noise_multiplier
         from medfed.privacy.accounting import noise_for_epsilon

@@ -6,12 +6,21 @@ weight every site equally (each site's contribution to the sum is bounded by the
 send the round's clip norm when clipping is adaptive, update that clip from the sites'
 noised bits, and account for the round with the maintained accountant, reporting ε at the
 run's δ after every round.
+
+Sites are drawn as a fixed number per round (``strategy.fraction`` of them, at least
+``strategy.min_sites``), not as a Poisson sample, so no amplification by sampling is claimed:
+every round is accounted as a Gaussian mechanism on all sites (sample rate
+:data:`SITE_SAMPLE_RATE` = 1). :func:`client_accountant` is the one place that calibrates σ
+and starts the accountant of a client-level run; the coordinator (:class:`ServerPrivacy`) and
+``medfed privacy plan`` (:mod:`medfed.privacy.plan`) both get their σ and ε from it, so the
+plan of a run is the run's own accounting.
 """
 
 from __future__ import annotations
 
 import math
 
+from medfed.errors import ConfigError
 from medfed.privacy.accounting import PrivacyAccountant
 from medfed.privacy.adaptive_clip import AdaptiveClip
 from medfed.privacy.config import PrivacyConfig
@@ -19,36 +28,69 @@ from medfed.privacy.mechanisms import distributed_noise_std
 from medfed.privacy.steps import CLIP_NORM_KEY, ClientDPSteps, client_dp_steps
 from medfed.records import ConfigValue
 
-__all__ = ["ServerPrivacy"]
+__all__ = ["SITE_SAMPLE_RATE", "ServerPrivacy", "client_accountant"]
+
+SITE_SAMPLE_RATE = 1.0
+"""The sample rate of sites a client-level run accounts: 1, no amplification by sampling.
+
+Runs draw a fixed number of sites per round; a rate below 1 would be valid only if each site
+took part independently with that probability (Poisson sampling), which no run does."""
 
 _TAIL = 8.0  # a site's value bound for secure aggregation: clip + 8 noise stds (P ≈ 1e-15)
 
 
+def client_accountant(config: PrivacyConfig, *, rounds: int) -> PrivacyAccountant:
+    """The accountant of a client-level DP run of ``rounds`` rounds, before its first round.
+
+    Its noise multiplier is ``config.noise_multiplier``, or the σ calibrated so that
+    ``rounds`` rounds spend ``config.target_epsilon`` at ``config.delta``; each
+    :meth:`~medfed.privacy.accounting.PrivacyAccountant.step` is one round at
+    :data:`SITE_SAMPLE_RATE` (no amplification by sampling). The run's coordinator and
+    ``medfed privacy plan`` both call this, so a plan's σ and ε are the run's.
+    """
+    if config.dp != "client":
+        raise ConfigError(f"client-level accounting needs privacy.dp = 'client', got {config.dp!r}")
+    if rounds < 1:
+        raise ConfigError(f"rounds must be at least 1, got {rounds}")
+    sigma = config.resolve_noise(rounds=rounds, sample_rate=SITE_SAMPLE_RATE)
+    return PrivacyAccountant(
+        noise_multiplier=sigma,
+        sample_rate=SITE_SAMPLE_RATE,
+        delta=config.delta,
+        accountant=config.accountant,
+    )
+
+
 class ServerPrivacy:
-    """Client-level DP of one run, as the coordinator keeps it."""
+    """Client-level DP of one run, as the coordinator keeps it.
+
+    ``sample_rate`` is kept for callers that pass it; it must be :data:`SITE_SAMPLE_RATE`
+    (sites are drawn as a fixed number per round, so there is no sampling to amplify by).
+    """
 
     def __init__(
         self,
         config: PrivacyConfig,
         *,
         rounds: int,
-        sample_rate: float,
         expected_sites: float,
         min_sites: int,
+        sample_rate: float = SITE_SAMPLE_RATE,
     ) -> None:
         if config.dp != "client":
             raise ValueError("ServerPrivacy is for client-level DP (privacy.dp = 'client')")
+        if sample_rate != SITE_SAMPLE_RATE:
+            raise ValueError(
+                f"a client-level run is accounted at sample rate {SITE_SAMPLE_RATE:g} (sites are "
+                f"drawn as a fixed number per round, no amplification by sampling), got "
+                f"{sample_rate}; leave sample_rate out"
+            )
         self.config = config
-        self.sample_rate = sample_rate
+        self.sample_rate = SITE_SAMPLE_RATE
         self.expected_sites = expected_sites
         self.min_sites = min_sites
-        self.noise_multiplier = config.resolve_noise(rounds=rounds, sample_rate=sample_rate)
-        self.accountant = PrivacyAccountant(
-            noise_multiplier=self.noise_multiplier,
-            sample_rate=sample_rate,
-            delta=config.delta,
-            accountant=config.accountant,
-        )
+        self.accountant = client_accountant(config, rounds=rounds)
+        self.noise_multiplier = self.accountant.noise_multiplier
         self.adaptive = (
             AdaptiveClip(
                 clip=config.clip_norm,
