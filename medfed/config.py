@@ -26,6 +26,7 @@ Example file::
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -44,6 +45,7 @@ __all__ = [
     "RunConfig",
     "StrategyConfig",
     "TrainSettings",
+    "UpdateBounds",
     "load_config",
     "save_config",
 ]
@@ -51,6 +53,11 @@ __all__ = [
 Scalar = bool | int | float | str
 Optimizer = Literal["sgd", "adam"]
 BackendKind = Literal["inprocess", "process"]
+
+
+MAX_LOCAL_EPOCHS = 1000
+MAX_BATCH_SIZE = 1 << 20
+MAX_EXAMPLES = 10**12  # the most examples a site may claim in one update
 
 
 @dataclass(frozen=True)
@@ -65,12 +72,47 @@ class TrainSettings:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.local_epochs >= 1, "train.local_epochs must be at least 1")
-        _check(self.batch_size >= 1, "train.batch_size must be at least 1")
+        _check(
+            1 <= self.local_epochs <= MAX_LOCAL_EPOCHS,
+            f"train.local_epochs must be between 1 and {MAX_LOCAL_EPOCHS}",
+        )
+        _check(
+            1 <= self.batch_size <= MAX_BATCH_SIZE,
+            f"train.batch_size must be between 1 and {MAX_BATCH_SIZE}",
+        )
         _check(0 < self.learning_rate <= 10, "train.learning_rate must be in (0, 10]")
         _check(self.optimizer in get_args(Optimizer), "train.optimizer must be 'sgd' or 'adam'")
         _check(0 <= self.momentum < 1, "train.momentum must be in [0, 1)")
-        _check(self.weight_decay >= 0, "train.weight_decay cannot be negative")
+        _check(0 <= self.weight_decay <= 1, "train.weight_decay must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class UpdateBounds:
+    """How far one site's update may stand out from its round's (0: no such bound).
+
+    An update whose L2 norm is above ``norm_factor`` times the round's lower-median norm is
+    scaled down to that bound; a claim of more examples than ``examples_factor`` times the
+    round's lower-median claim, or than ``max_examples``, is counted at that cap. The defaults
+    leave honest sites alone (``benchmarks/update_norms.py``); see
+    :mod:`medfed.orchestration.validate`.
+    """
+
+    norm_factor: float = 10.0
+    examples_factor: float = 100.0
+    max_examples: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("norm_factor", "examples_factor"):
+            value = getattr(self, name)
+            _check(
+                value == 0 or (math.isfinite(value) and 1 <= value <= 1e6),
+                f"bounds.{name} must be between 1 and 1e6, or 0 for no bound",
+            )
+        n = self.max_examples
+        _check(
+            not isinstance(n, bool) and 0 <= n <= MAX_EXAMPLES,
+            f"bounds.max_examples must be between 1 and {MAX_EXAMPLES}, or 0 for no cap",
+        )
 
 
 @dataclass(frozen=True)
@@ -140,6 +182,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    bounds: UpdateBounds = field(default_factory=UpdateBounds)
     # no protection unless asked; a [privacy] table in a run file turns secure aggregation on
     privacy: PrivacyConfig = field(default_factory=lambda: PrivacyConfig(secure_aggregation=False))
 
@@ -189,6 +232,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "strategy": StrategyConfig,
     "backend": BackendConfig,
     "evaluation": EvaluationConfig,
+    "bounds": UpdateBounds,
     "privacy": PrivacyConfig,
 }
 

@@ -118,8 +118,8 @@ def params_from_bytes(
     try:
         arrays = _st_load(data)
         meta = _read_metadata(data)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
-        raise SerializationError(f"not a valid safetensors blob ({exc})") from exc
+    except (SafetensorError, ValueError, RecursionError) as exc:
+        raise SerializationError(f"not a valid safetensors blob ({_why(exc)})") from None
     version = meta.get(_VERSION_KEY)
     if version != FORMAT_VERSION:
         raise IntegrityError(
@@ -128,12 +128,16 @@ def params_from_bytes(
         )
     try:
         order = json.loads(meta.pop(_ORDER_KEY))
-    except (KeyError, json.JSONDecodeError) as exc:
+    except (KeyError, json.JSONDecodeError, RecursionError) as exc:
         raise SerializationError("tensor blob has no valid medfed order header") from exc
     meta.pop(_VERSION_KEY)
     if not isinstance(order, list) or sorted(order) != sorted(arrays):
         raise IntegrityError("tensor blob's order header does not list exactly its tensors")
     return Params((name, arrays[name]) for name in order), meta
+
+
+def _why(exc: BaseException) -> str:
+    return "JSON nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 def _read_metadata(data: bytes) -> dict[str, str]:
@@ -192,14 +196,20 @@ def metrics_to_json(metrics: Metrics) -> dict[str, Any]:
     }
 
 
+def json_number(value: Any, what: str) -> float:
+    """A JSON number as a float; an integer beyond float's range (10**400) is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SerializationError(f"{what} must be a number")
+    try:
+        return float(value)
+    except OverflowError:
+        raise SerializationError(f"{what} is out of range for a number") from None
+
+
 def metrics_from_json(obj: Mapping[str, Any]) -> Metrics:
     def opt_float(key: str) -> float | None:
         value = obj.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SerializationError(f"metric {key!r} must be a number or null")
-        return float(value)
+        return None if value is None else json_number(value, f"metric {key!r}")
 
     n = obj.get("num_examples", 0)
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -216,7 +226,7 @@ def metrics_from_json(obj: Mapping[str, Any]) -> Metrics:
         accuracy=opt_float("accuracy"),
         auroc=opt_float("auroc"),
         c_index=opt_float("c_index"),
-        extra={k: float(v) for k, v in extra.items()},
+        extra={k: json_number(v, f"metric {k!r}") for k, v in extra.items()},
     )
 
 
@@ -244,7 +254,7 @@ def instruction_from_wire(header: Mapping[str, Any], params: Params) -> Instruct
             config=config,
             message=_message(header),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise SerializationError(f"malformed instruction header ({exc})") from None
 
 
@@ -311,8 +321,8 @@ def reply_from_header(header: Mapping[str, Any], delta: Params | None) -> Reply:
                 message=str(failure["message"]),
                 detail=str(failure.get("detail", "")),
             ),
-            seconds=float(header.get("seconds", 0.0)),
+            seconds=json_number(header.get("seconds", 0.0), "seconds"),
             message=_message(header),
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise SerializationError(f"malformed reply header ({exc})") from None

@@ -75,6 +75,8 @@ def read_layout(path: str | os.PathLike[str]) -> TensorFile:
             header = json.loads(fh.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SerializationError(f"not a tensor file: header is not JSON ({exc})") from None
+        except RecursionError:  # 200k nested brackets: valid JSON, but no tensor header
+            raise SerializationError("not a tensor file: header nested too deeply") from None
     if not isinstance(header, dict):
         raise SerializationError("not a tensor file: header is not an object")
     meta = header.pop("__metadata__", {})
@@ -88,7 +90,7 @@ def read_layout(path: str | os.PathLike[str]) -> TensorFile:
         raise IntegrityError("tensor file format version is not this medfed's; upgrade medfed")
     try:
         order = json.loads(meta.pop("medfed.order"))
-    except (KeyError, json.JSONDecodeError):
+    except (KeyError, json.JSONDecodeError, RecursionError):
         raise SerializationError("tensor file has no valid medfed order header") from None
     meta.pop("medfed.format")
     if (

@@ -53,7 +53,16 @@ MAX_ID = 2**31 - 1  # the largest row id every SQL database stores (PostgreSQL's
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 # what parsing untrusted bytes or JSON may raise: each is the sender's fault, a 400, never a 500
-_MALFORMED = (MedfedError, LookupError, TypeError, ValueError, AttributeError)
+# what a parser may raise on hostile input: 10**400 as a float, JSON nested 200k deep
+_MALFORMED = (
+    MedfedError,
+    LookupError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
 
 
 def create_app(
@@ -69,7 +78,12 @@ def create_app(
 ) -> FastAPI:
     """Build the API. ``start_job`` launches a job's runner; ``notify`` wakes waiting rounds."""
     app = FastAPI(title="medfed coordinator", version="1", docs_url=None, redoc_url=None)
-    gate = Gate(store=store, ca_cert_pem=ca_cert_pem, consortium=settings.consortium)
+    gate = Gate(
+        store=store,
+        ca_cert_pem=ca_cert_pem,
+        consortium=settings.consortium,
+        body_stall_seconds=settings.body_stall_seconds,
+    )
     gate.install(app)
     refuse, need, authenticated = gate.refuse, gate.need, gate.authenticated
 
@@ -424,8 +438,7 @@ def create_app(
         job = store.job(job_id)
         if job is None or (p.role == "researcher" and job.researcher != p.name):
             raise refuse(p, 404, "job.cancel", job_id, "no such job")
-        if job.status == "running":
-            store.set_job_status(job_id, "cancelled", f"cancelled by {p.name}")
+        if store.set_job_status(job_id, "cancelled", f"cancelled by {p.name}", if_status="running"):
             notify()
             announce_job()
         store.audit(principal=p.name, role=p.role, action="job.cancel", target=job_id)
@@ -436,19 +449,22 @@ def create_app(
     @app.post("/v1/participants/{name}/revoke")
     def revoke(
         name: str, body: RevokeBody, p: Principal = Depends(need("admin"))
-    ) -> dict[str, str]:
+    ) -> dict[str, Any]:
         if not _NAME.fullmatch(name):
             raise refuse(p, 400, "participant.revoke", name[:64], "not a participant name")
-        store.revoke(name, body.reason)
+        known = store.revoke(name, body.reason)
+        ahead = "" if known else " (revoked ahead of its first contact: never seen here)"
         store.audit(
             principal=p.name,
             role=p.role,
             action="participant.revoke",
             target=name,
-            detail=body.reason,
+            detail=body.reason + ahead,
         )
         notify()
-        return {"name": name, "status": "revoked"}
+        # known = False: no request signed by this name ever reached this coordinator (a
+        # mistyped name, or a participant not yet connected); the CLI says which
+        return {"name": name, "status": "revoked", "known": known}
 
     @app.get("/v1/participants")
     def list_participants(p: Principal = Depends(need("admin"))) -> list[dict[str, Any]]:

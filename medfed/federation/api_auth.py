@@ -7,8 +7,10 @@ line in the audit log naming who asked.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,11 +30,17 @@ from medfed.federation.certificates import CertificateBook
 from medfed.federation.signing import CERT_HEADER, AuthError, Principal, verify_request
 from medfed.federation.store import Store
 
-__all__ = ["MAX_BODY", "OPEN_ROUTES", "Gate", "Refusal"]
+__all__ = ["CHUNK_SIZE", "MAX_JSON_BODY", "OPEN_ROUTES", "Gate", "Refusal", "body_limit"]
 
-CHUNK_SIZE = 8 << 20
-MAX_BODY = CHUNK_SIZE + (1 << 16)
+CHUNK_SIZE = 8 << 20  # the body of an upload chunk: exactly this, or the blob's last bytes
+MAX_JSON_BODY = 1 << 20  # every other body is JSON: a reply header, a job, an approval
+_CHUNK_ROUTE = re.compile(r"/v1/uploads/[^/]+/chunks/[^/]+")
 OPEN_ROUTES = frozenset({"/v1/health"})  # the only route that needs no signed request
+
+
+def body_limit(method: str, path: str) -> int:
+    """The largest body a route takes: an upload chunk's size, or a small JSON document."""
+    return CHUNK_SIZE if method == "PUT" and _CHUNK_ROUTE.fullmatch(path) else MAX_JSON_BODY
 
 
 class Refusal(HTTPException):
@@ -47,9 +55,17 @@ def _storable(text: str) -> str:
 class Gate:
     """Authenticates requests against the federation CA and audits every refusal."""
 
-    def __init__(self, *, store: Store, ca_cert_pem: bytes, consortium: str) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        ca_cert_pem: bytes,
+        consortium: str,
+        body_stall_seconds: float = 30.0,
+    ) -> None:
         from cryptography import x509
 
+        self.body_stall_seconds = body_stall_seconds
         self.store = store
         self.consortium = consortium
         self.ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
@@ -78,24 +94,41 @@ class Gate:
 
     async def authenticate(self, request: Request) -> Principal:
         """Who signed this request (or a refusal); runs before FastAPI parses the body."""
-        too_large = "request body too large; send tensors in chunks"
-        action = f"{request.method} {request.url.path}"
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise await run_in_threadpool(self.refuse, None, 413, action, "", too_large)
-        parts, size = [], 0
-        async for part in request.stream():  # bounded even without a content-length
-            size += len(part)
-            if size > MAX_BODY:
-                raise await run_in_threadpool(self.refuse, None, 413, action, "", too_large)
-            parts.append(part)
-        body = request._body = b"".join(parts)  # what request.body() returns from now on
+        body = request._body = await self._read_body(request)  # what request.body() returns
         path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         if request.scope.get("query_string"):
             path += "?" + request.scope["query_string"].decode("latin-1")
         p = await run_in_threadpool(self._verify, request, path, body)
         request.state.principal = p
         return p
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, within its route's limit, refused when it stops arriving (a declared
+        length larger than what is sent must not hold a worker for ever)."""
+        limit = body_limit(request.method, request.url.path)
+        action = f"{request.method} {request.url.path}"
+        too_large = f"request body too large (at most {limit} bytes here); send tensors in chunks"
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise await run_in_threadpool(self.refuse, None, 413, action, "", too_large)
+        parts, size = [], 0
+        stream = request.stream().__aiter__()
+        while True:  # bounded even without a content-length
+            try:
+                part = await asyncio.wait_for(anext(stream), self.body_stall_seconds)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                stalled = (
+                    f"the request body stopped arriving ({size} bytes in, nothing for "
+                    f"{self.body_stall_seconds:g} s); send it again"
+                )
+                raise await run_in_threadpool(self.refuse, None, 408, action, "", stalled) from None
+            size += len(part)
+            if size > limit:
+                raise await run_in_threadpool(self.refuse, None, 413, action, "", too_large)
+            parts.append(part)
+        return b"".join(parts)
 
     def _verify(self, request: Request, path: str, body: bytes) -> Principal:
         action = f"{request.method} {request.url.path}"

@@ -15,6 +15,7 @@ class ApiSettings(BaseModel):
     consortium: str
     max_upload_bytes: int = 4 << 30
     long_poll_seconds: float = 25.0
+    body_stall_seconds: float = 30.0
 
 
 class UploadStart(BaseModel):

@@ -35,6 +35,7 @@ class CoordinatorSettings:
     tls_key: Path | None = None
     insecure: bool = False
     max_upload_bytes: int = 4 << 30
+    body_stall_seconds: float = 30.0  # a request body that stops arriving this long is refused
 
     @property
     def url(self) -> str:
@@ -55,7 +56,9 @@ class Coordinator:
             blobs=self.blobs,
             ca_cert_pem=settings.ca_cert_pem,
             settings=ApiSettings(
-                consortium=settings.consortium, max_upload_bytes=settings.max_upload_bytes
+                consortium=settings.consortium,
+                max_upload_bytes=settings.max_upload_bytes,
+                body_stall_seconds=settings.body_stall_seconds,
             ),
             start_job=self.start_job,
             notify=self.notify,

@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from medfed.config import TrainSettings
-from medfed.errors import ConfigError, MedfedError
+from medfed.errors import MedfedError
 from medfed.federation.blobs import BlobStore
+from medfed.federation.job_config import JobConfig
 from medfed.federation.remote_backend import JobCancelled, RemoteBackend
 from medfed.federation.store import Store
 from medfed.orchestration.driver import RoundDriver, RoundResult
@@ -32,78 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["JobConfig", "JobRunner"]
 
 log = logging.getLogger("medfed.coordinator")
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    """What a researcher asks for; validated on submission, stored with the job."""
-
-    rounds: int = 10
-    seed: int = 0
-    strategy: str = "fedavg"
-    fraction: float = 1.0
-    min_sites: int = 1
-    round_timeout: float = 600.0
-    evaluate_every: int = 1
-    train: TrainSettings = field(default_factory=TrainSettings)
-    data_spec: dict[str, Any] = field(default_factory=dict)
-    strategy_options: dict[str, Any] = field(default_factory=dict)
-    # the [privacy] table (PrivacyConfig): client-level DP and secure aggregation; none by default
-    privacy: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.rounds <= 100_000:
-            raise ConfigError("rounds must be between 1 and 100000")
-        if not 1 <= self.min_sites <= 10_000:
-            raise ConfigError("min_sites must be between 1 and 10000")
-        if not 0 < self.fraction <= 1:
-            raise ConfigError("fraction must be in (0, 1]")
-        if not 1 <= self.round_timeout <= 7 * 24 * 3600:
-            raise ConfigError("round_timeout must be between 1 second and 7 days")
-        if self.evaluate_every < 0:
-            raise ConfigError("evaluate_every cannot be negative")
-        make_strategy(
-            self.strategy,
-            fraction=self.fraction,
-            min_sites=self.min_sites,
-            options=self.strategy_options,
-        )
-        self.privacy_config()
-
-    def privacy_config(self) -> PrivacyConfig:
-        """The job's privacy settings; an empty table means no protection at all."""
-        if not isinstance(self.privacy, dict):
-            raise ConfigError("privacy must be an object")
-        values = {"dp": "none", "secure_aggregation": False, **self.privacy}
-        # dp = "sample" (DP-SGD): each site trains privately and accounts for itself (its
-        # node's budget); PrivacyConfig refuses adaptive clipping with it
-        config = PrivacyConfig.from_mapping(values)
-        if config.adaptive_clip and config.clip_count_stddev is None:
-            raise ConfigError(
-                "adaptive clipping in a federation needs privacy.clip_count_stddev (the sites "
-                "do not know how many take part in a round)"
-            )
-        if config.secure_aggregation and self.min_sites < 2:
-            raise ConfigError("secure aggregation needs min_sites of at least 2")
-        return config
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @staticmethod
-    def from_json(raw: Mapping[str, Any]) -> JobConfig:
-        data = dict(raw)
-        known = set(JobConfig.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown job setting {unknown[0]!r}")
-        train = data.pop("train", {})
-        if not isinstance(train, dict):
-            raise ConfigError("train must be an object")
-        try:
-            return JobConfig(train=TrainSettings(**train), **data)
-        except TypeError as exc:
-            raise ConfigError(f"bad job configuration: {exc}") from None
 
 
 class JobRunner(threading.Thread):
@@ -124,7 +50,10 @@ class JobRunner(threading.Thread):
         except JobCancelled:
             log.info("job %s stopped: %s", self.job_id, "cancelled")
         except MedfedError as exc:
-            self.store.set_job_status(self.job_id, "failed", str(exc))
+            # a job cancelled mid-round fails its round *because* it was cancelled: it stays so
+            if not self.store.set_job_status(self.job_id, "failed", str(exc), if_status="running"):
+                log.info("job %s stopped mid-round: %s", self.job_id, exc)
+                return
             self.store.audit(
                 principal="coordinator",
                 role="coordinator",
@@ -135,7 +64,9 @@ class JobRunner(threading.Thread):
             )
         except Exception as exc:  # a bug must not kill the coordinator, and must be visible
             log.exception("job %s crashed", self.job_id)
-            self.store.set_job_status(self.job_id, "failed", f"internal error: {exc}")
+            self.store.set_job_status(
+                self.job_id, "failed", f"internal error: {exc}", if_status="running"
+            )
 
     def _run(self) -> None:
         job = self.store.job(self.job_id)
@@ -166,6 +97,7 @@ class JobRunner(threading.Thread):
             evaluate_every=config.evaluate_every,
             timeout=config.round_timeout,
             observers=[Checkpoint()],
+            bounds=config.update_bounds(),
         )
         privacy = config.privacy_config()
         for r in range(job.rounds_done + 1, config.rounds + 1):
@@ -175,7 +107,8 @@ class JobRunner(threading.Thread):
                 driver.privacy, driver.secure = self._protection(config, privacy, len(sites))
                 _replay_accounting(driver.privacy, job.rounds_done)
             params = driver.run_round(r, params, last=r == config.rounds).params
-        self.store.set_job_status(self.job_id, "complete")
+        if not self.store.set_job_status(self.job_id, "complete", if_status="running"):
+            return  # cancelled as the last round ended: the researcher's decision stands
         self.store.audit(
             principal="coordinator", role="coordinator", action="job.complete", target=self.job_id
         )
@@ -232,7 +165,10 @@ def _summary(result: RoundResult) -> dict[str, Any]:
         "evaluate": None if evaluation is None else evaluation.as_dict(),
         "evaluate_per_site": {s: m.as_dict() for s, m in result.eval_metrics.items()},
         "seconds": result.seconds,
-        "privacy": dict(result.privacy),  # ε so far, δ, σ, clip (DP jobs); {} otherwise
+        "privacy": dict(result.privacy),
+        # what the coordinator bounded, and why (bounds.norm_factor, bounds.examples_factor)
+        "bounded": dict(result.bounded),
+        "update_norms": dict(result.update_norms),  # ε so far, δ, σ, clip (DP jobs); {} otherwise
         # sample-level DP: each site's ε so far, as its DP-SGD accountant reported it
         "epsilon_per_site": {
             s: float(m.extra["epsilon"])

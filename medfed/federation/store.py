@@ -207,10 +207,20 @@ class Store:
         return bool(row and row[0])
 
     def revoke(self, name: str, reason: str) -> bool:
-        """Refuse every future request from ``name``, also one not seen yet (always True)."""
+        """Refuse every future request from ``name``, also one not seen yet.
+
+        True when ``name`` had contacted this coordinator; False when it is revoked ahead of
+        its first contact (the coordinator knows only who has signed a request to it).
+        """
         now = time.time()
+        known = False
 
         def revoke(c: Connection) -> None:
+            nonlocal known
+            seen = c.execute(
+                select(participants.c.role).where(participants.c.name == name)
+            ).first()
+            known = seen is not None and seen[0] != "unknown"
             res = c.execute(
                 update(participants)
                 .where(participants.c.name == name)
@@ -231,7 +241,7 @@ class Store:
                 )
 
         self._tx_retry(revoke)
-        return True
+        return known
 
     def participants(self) -> list[dict[str, Any]]:
         with self._tx() as c:
@@ -353,15 +363,24 @@ class Store:
         with self._tx() as c:
             return [_job(r) for r in c.execute(q).all()]
 
-    def set_job_status(self, job_id: str, status: str, error: str | None = None) -> None:
+    def set_job_status(
+        self, job_id: str, status: str, error: str | None = None, *, if_status: str | None = None
+    ) -> bool:
+        """Set a job's status (only from ``if_status`` when given); False when it was not."""
         with self._tx() as c:
-            c.execute(update(jobs).where(jobs.c.id == job_id).values(status=status, error=error))
+            where = jobs.c.id == job_id
+            if if_status is not None:
+                where = and_(where, jobs.c.status == if_status)
+            res = c.execute(update(jobs).where(where).values(status=status, error=error))
+            if res.rowcount == 0:
+                return False
             if status in ("complete", "failed", "cancelled"):
                 c.execute(
                     update(tasks)
                     .where(and_(tasks.c.job_id == job_id, tasks.c.status.in_(OPEN_TASK)))
                     .values(status="closed", finished_at=time.time())
                 )
+        return True
 
     def record_round(
         self, job_id: str, round: int, params_sha256: str, summary: dict[str, Any]

@@ -20,6 +20,7 @@ __all__ = [
     "WeightedMean",
     "coordinate_median",
     "is_finite",
+    "l2_norm",
     "trimmed_mean",
     "weighted_mean",
 ]
@@ -49,6 +50,22 @@ def is_finite(params: Params) -> bool:
             if not np.isfinite(part).all():
                 return False
     return True
+
+
+def l2_norm(params: Params) -> float:
+    """The L2 norm of every numeric value in ``params``, accumulated in float64.
+
+    Window by window like :func:`is_finite` (a memory-mapped update's pages are released
+    behind the scan), so the norm of float32 values near their maximum is still finite.
+    """
+    total = 0.0
+    for arr in params.values():
+        if arr.dtype.kind not in "fiu" or arr.size == 0:
+            continue
+        for part in windows(arr) if arr.size > _SMALL else (arr.reshape(-1),):
+            wide = part.astype(np.float64)
+            total += float(np.dot(wide, wide))
+    return float(np.sqrt(total))
 
 
 def _acc_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
@@ -93,8 +110,10 @@ class WeightedMean:
         if weight == 0:
             return
         self.total_weight += weight
-        for name, acc in self._acc.items():
-            _axpy(acc, params[name], weight, self._scratch[acc.dtype])
+        # an overflow makes the mean infinite, which the caller checks (never published)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for name, acc in self._acc.items():
+                _axpy(acc, params[name], weight, self._scratch[acc.dtype])
 
     def result(self) -> Params | None:
         """The weighted mean in the original dtypes, or None when the total weight is zero."""

@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from medfed.config import UpdateBounds
 from medfed.errors import RoundFailed
+from medfed.math.aggregate import is_finite, l2_norm
 from medfed.orchestration.backends.base import Backend, Request
-from medfed.orchestration.validate import check_update
+from medfed.orchestration.validate import Bounded, bound_updates, check_update
 from medfed.records import (
     ConfigValue,
     Instruction,
@@ -80,6 +82,9 @@ class RoundResult:
     eval_failures: dict[str, SiteFailure] = field(default_factory=dict)
     seconds: float = 0.0
     privacy: dict[str, float] = field(default_factory=dict)  # ε so far, δ, σ, clip (DP runs)
+    # each site's update norm as it arrived, and why a site's update was bounded (if it was)
+    update_norms: dict[str, float] = field(default_factory=dict)
+    bounded: dict[str, str] = field(default_factory=dict)
 
     @property
     def train_summary(self) -> Metrics:
@@ -108,7 +113,9 @@ class RoundDriver:
         observers: Sequence[RoundObserver] = (),
         secure: SecureAggregation | None = None,
         privacy: ServerPrivacy | None = None,
+        bounds: UpdateBounds | None = None,
     ) -> None:
+        self.bounds = UpdateBounds() if bounds is None else bounds
         self.secure = secure
         self.privacy = privacy
         self.strategy = strategy
@@ -174,6 +181,9 @@ class RoundDriver:
         train_metrics: dict[str, Metrics] = {}
         trained: list[str] = []
         bits: list[float] = []
+        # checked updates wait for the round's last one: each is bounded relative to the round
+        # (memory-mapped in a federation, so holding them costs no memory there)
+        held: list[Bounded] = []
         for reply in self.backend.exchange(requests, timeout=self.timeout):
             if reply.failure is not None:
                 failures[reply.site] = reply.failure
@@ -193,14 +203,21 @@ class RoundDriver:
                 update = reply.update
                 if self.privacy is not None:  # DP-FedAvg: every site counts once
                     update = dataclasses.replace(update, num_examples=1)
-                aggregator.add(reply.site, update)
+                held.append(Bounded(reply.site, update, l2_norm(update.delta)))
             trained.append(reply.site)
             if reply.metrics is not None:
                 train_metrics[reply.site] = reply.metrics
                 bit = reply.metrics.extra.get(_CLIP_BIT)
                 if bit is not None and math.isfinite(bit):
                     bits.append(bit)
-            del reply  # the next site's update must not overlap this one in memory
+            del reply
+        bounded: dict[str, str] = {}
+        for b in bound_updates(held, self.bounds):
+            aggregator.add(b.site, b.update)
+            if b.note is not None:
+                bounded[b.site] = b.note
+        norms = {b.site: b.norm for b in held}
+        del held
         needed = self.strategy.min_sites
         if secure is not None and len(trained) >= needed:
             from medfed.orchestration.secure_round import secure_sum
@@ -225,17 +242,27 @@ class RoundDriver:
                 f"round {round}: {len(trained)} of {len(requests)} sites returned a valid update, "
                 f"at least {needed} needed ({detail})"
             )
+        with np.errstate(over="ignore", invalid="ignore"):  # checked right below
+            new_params = aggregator.finish()
+        if not is_finite(new_params):  # never publish a model no site can evaluate
+            raise RoundFailed(
+                f"round {round}: the aggregate of {len(trained)} updates is not finite; the "
+                "global model is kept as it was (lower bounds.norm_factor, or look for the "
+                "site whose updates are out of scale in the round's record)"
+            )
         privacy = {}
         if self.privacy is not None:
             privacy = self.privacy.finish_round(centred_bits_sum=math.fsum(bits) if bits else None)
         return RoundResult(
             round=round,
-            params=aggregator.finish(),
+            params=new_params,
             trained=tuple(trained),
             failures=failures,
             train_metrics=train_metrics,
             seconds=time.perf_counter() - start,
             privacy=privacy,
+            update_norms=norms,
+            bounded=bounded,
         )
 
     def evaluate(

@@ -198,7 +198,11 @@ def fresh_database(url: str | None) -> Iterator[str | None]:
 
 @contextmanager
 def live_coordinator(
-    root: Path, *, max_upload_bytes: int = 4 << 30, db_url: str | None = None
+    root: Path,
+    *,
+    max_upload_bytes: int = 4 << 30,
+    db_url: str | None = None,
+    body_stall_seconds: float = 30.0,
 ) -> Iterator[LiveCoordinator]:
     """Provision a consortium into ``root`` and serve its coordinator over TLS until exit.
 
@@ -206,10 +210,12 @@ def live_coordinator(
     names (e.g. PostgreSQL), dropped again on exit.
     """
     with fresh_database(db_url) as url:
-        yield from _live(root, max_upload_bytes, url)
+        yield from _live(root, max_upload_bytes, url, body_stall_seconds)
 
 
-def _live(root: Path, max_upload_bytes: int, db_url: str | None) -> Iterator[LiveCoordinator]:
+def _live(
+    root: Path, max_upload_bytes: int, db_url: str | None, body_stall_seconds: float = 30.0
+) -> Iterator[LiveCoordinator]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # bound before provisioning: no other process can take the port
@@ -228,6 +234,7 @@ def _live(root: Path, max_upload_bytes: int, db_url: str | None) -> Iterator[Liv
                 tls_cert=ck.tls_cert_path,
                 tls_key=ck.tls_key_path,
                 max_upload_bytes=max_upload_bytes,
+                body_stall_seconds=body_stall_seconds,
             )
         )
         config = uvicorn.Config(

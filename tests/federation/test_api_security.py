@@ -267,7 +267,7 @@ def test_a_revoked_site_is_refused(live: LiveCoordinator, job: dict[str, Any]) -
     revoked = live.client("alice").post_json(
         f"/v1/participants/{site}/revoke", {"reason": "laptop stolen"}
     )
-    assert revoked == {"name": site, "status": "revoked"}
+    assert revoked == {"name": site, "status": "revoked", "known": True}
     for method, path, payload in [
         ("GET", "/v1/work", None),
         ("POST", f"/v1/jobs/{job['id']}/approval", {"status": "approved"}),

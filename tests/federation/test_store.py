@@ -454,8 +454,9 @@ def test_participants_touch_revoke_and_is_revoked(store: Store) -> None:
     assert store.is_revoked("s1") is True
     store.touch_participant("s1", "site", SHA_B)  # being seen again does not lift it
     assert store.is_revoked("s1") is True
-    # an identity may be revoked before it was ever seen
-    assert store.revoke("s9", "never joined") is True
+    # an identity may be revoked before it was ever seen: False says it was never seen
+    assert store.revoke("s9", "never joined") is False
+    assert store.revoke("s9", "never joined, again") is False
     assert store.is_revoked("s9") is True and store.is_revoked("s2") is False
     rows = {p["name"]: p for p in store.participants()}
     assert list(rows) == ["s1", "s9"]

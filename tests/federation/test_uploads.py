@@ -232,7 +232,7 @@ def test_a_pickle_is_refused_and_never_loaded(
         (lambda h: h.update(num_examples="10"), 400, "num_examples"),
         (lambda h: h.update(num_examples=True), 400, "num_examples"),
         (lambda h: h.pop("num_examples"), 400, "malformed reply"),
-        (lambda h: h.update(seconds="nan"), 422, "seconds"),
+        (lambda h: h.update(seconds="nan"), 400, "seconds must be a number"),
         (lambda h: h.update(seconds=float("inf")), 422, "seconds"),
         (lambda h: h["metrics"].update(loss=float("nan")), 422, "finite"),
         (lambda h: h["metrics"].update(extra={"f1": float("-inf")}), 422, "finite"),
