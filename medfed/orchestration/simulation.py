@@ -320,6 +320,7 @@ class Simulation:
                 observers=[*observers, _Keep()],
                 secure=self.secure,
                 privacy=self.server_privacy,
+                bounds=config.bounds,
             )
             params = driver.run(self.initial, rounds=config.rounds)
             comparison: list[Comparison] = []
