@@ -105,12 +105,22 @@ def submit(
     """
     from medfed.cli.console import out
     from medfed.cli.remote import client
+    from medfed.cli.simulate import refuse_dp_flags_without_dp
     from medfed.config import TrainSettings
     from medfed.data import load_dataset
     from medfed.federation.jobs import JobConfig
     from medfed.site.task_loading import load_task
     from medfed.tensor_file import write_params
 
+    refuse_dp_flags_without_dp(
+        dp,
+        {
+            "noise_multiplier": noise_multiplier,
+            "target_epsilon": target_epsilon,
+            "clip": clip,
+            "delta": delta,
+        },
+    )
     privacy: dict[str, Any] = {
         "dp": dp,
         # DP's noise is split across the sites under secure aggregation: on with --dp

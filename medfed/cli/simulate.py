@@ -170,10 +170,28 @@ def simulate(
     if options:
         changes["data.options"] = data_options
     config = config.with_overrides(**changes)
+    refuse_dp_flags_without_dp(config.privacy.dp, {k: flags[k] for k in _DP_ONLY})
     if config.out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config = config.with_overrides(out=f"runs/{config.data.name}-{stamp}")
     _run(config, overwrite=overwrite, title=f"medfed simulate: {config.data.name}")
+
+
+_DP_ONLY = ("noise_multiplier", "target_epsilon", "clip", "delta", "adaptive_clip")
+"""Flags that mean something only in a private run."""
+
+
+def refuse_dp_flags_without_dp(dp: str, given: dict[str, object]) -> None:
+    """A DP setting without ``--dp`` would train without privacy: refuse it (exit 2)."""
+    from medfed.errors import ConfigError
+
+    named = ["--" + k.replace("_", "-") for k, v in given.items() if v is not None]
+    if dp == "none" and named:
+        verb = "applies" if len(named) == 1 else "apply"
+        raise ConfigError(
+            f"{', '.join(named)} {verb} only to a private run, and this one has no DP: add "
+            "--dp client (whole sites) or --dp sample (each patient's records)"
+        )
 
 
 def _parse_scalar(text: str) -> bool | int | float | str:
