@@ -171,6 +171,7 @@ def simulate(
         changes["data.options"] = data_options
     config = config.with_overrides(**changes)
     refuse_dp_flags_without_dp(config.privacy.dp, {k: flags[k] for k in _DP_ONLY})
+    _refuse_unused_data_dir(config.data.name, config.data.dir)
     if config.out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config = config.with_overrides(out=f"runs/{config.data.name}-{stamp}")
@@ -191,6 +192,25 @@ def refuse_dp_flags_without_dp(dp: str, given: dict[str, object]) -> None:
         raise ConfigError(
             f"{', '.join(named)} {verb} only to a private run, and this one has no DP: add "
             "--dp client (whole sites) or --dp sample (each patient's records)"
+        )
+
+
+def _refuse_unused_data_dir(name: str, data_dir: str | None) -> None:
+    """A folder given for a data set that is bundled would be ignored: refuse it (exit 2)."""
+    from medfed.data import available_datasets
+    from medfed.errors import DataError
+
+    if data_dir is None:
+        return
+    key = name.strip().lower().replace("_", "-")
+    infos = available_datasets()
+    info = next((i for i in infos if i.name == key), None)
+    if info is not None and not info.needs_data_dir:
+        from_folder = ", ".join(i.name for i in infos if i.needs_data_dir)
+        raise DataError(
+            f"--data-dir (data.dir) {data_dir} would be ignored: {info.name} is bundled with "
+            f"medfed and read from no folder; drop --data-dir (only {from_folder} "
+            "is read from one)"
         )
 
 

@@ -58,3 +58,23 @@ def test_job_submit_refuses_dp_settings_without_dp(tmp_path: Path, flag: str) ->
         "breast-cancer", flag, "4",
     )  # fmt: skip
     _assert_clean_error(proc, "add --dp", flag)
+
+
+# -- 2. --data-dir for a bundled data set ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["breast-cancer", "synthetic-ehr"])
+def test_data_dir_for_a_bundled_data_set_is_refused(tmp_path: Path, name: str) -> None:
+    out = tmp_path / "r"
+    proc = medfed(
+        "simulate", "--data", name, "--data-dir", str(tmp_path), "--rounds", "1", "--out", str(out)
+    )
+    _assert_clean_error(proc, "--data-dir", name, "bundled", "tcga-brca")
+    assert not out.exists()
+
+
+def test_data_dir_in_a_run_file_for_a_bundled_data_set_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'rounds = 1\n[data]\nname = "lung"\ndir = "{tmp_path}"\n')
+    proc = medfed("simulate", "--config", str(cfg), "--out", str(tmp_path / "r"))
+    _assert_clean_error(proc, "data.dir", "lung")
