@@ -226,11 +226,34 @@ def _parse_scalar(text: str) -> bool | int | float | str:
     return text
 
 
+def _check_writable(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be created or written, before anything trains."""
+    import os
+
+    from medfed.errors import UsageError
+
+    folder = out.expanduser().absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(
+            f"cannot write the run folder {out}: {existing} is a file, not a folder; "
+            "choose another --out"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "the folder" if existing == folder else f"{existing}, where it would be created,"
+        raise UsageError(
+            f"cannot write the run folder {out}: {what} is not writable by you; "
+            "choose another --out"
+        )
+
+
 def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from medfed.cli.console import err, out
-    from medfed.errors import MedfedError, RunInterrupted
+    from medfed.errors import MedfedError, RunInterrupted, UsageError
     from medfed.orchestration.driver import RoundResult
     from medfed.orchestration.run_store import RunStore
     from medfed.orchestration.simulation import Simulation, SimulationResult
@@ -238,10 +261,16 @@ def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
 
     assert config.out is not None
     RunStore.check_free(config.out, overwrite=overwrite)
+    _check_writable(Path(config.out))
     with err.status("preparing data and model…"):
         simulation = Simulation(config)
-    store = RunStore(config.out, overwrite=overwrite)
-    store.start(config)
+    try:
+        store = RunStore(config.out, overwrite=overwrite)
+        store.start(config)
+    except OSError as exc:  # what _check_writable cannot foresee (a full disk, a race)
+        raise UsageError(
+            f"cannot write the run folder {config.out}: {exc.strerror or exc}; choose another --out"
+        ) from None
     out.print(f"[bold]{title}[/]  →  run folder [cyan]{store.path}[/]")
     history: list[RoundResult] = []
     started = time.perf_counter()

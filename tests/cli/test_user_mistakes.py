@@ -6,11 +6,14 @@ stderr and exit code 2 — or, for what is not a mistake, that the run says what
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 TASK_FILE = Path(__file__).resolve().parents[2] / "examples" / "breast_mlp.py"
 
@@ -78,3 +81,47 @@ def test_data_dir_in_a_run_file_for_a_bundled_data_set_is_refused(tmp_path: Path
     cfg.write_text(f'rounds = 1\n[data]\nname = "lung"\ndir = "{tmp_path}"\n')
     proc = medfed("simulate", "--config", str(cfg), "--out", str(tmp_path / "r"))
     _assert_clean_error(proc, "data.dir", "lung")
+
+
+# -- 3. an --out that cannot be written --------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["simulate"], ["demo"]])
+def test_out_under_a_regular_file_is_refused_before_training(
+    tmp_path: Path, command: list[str]
+) -> None:
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    out = tmp_path / "notes.txt" / "run"
+    proc = medfed(*command, "--rounds", "1", "--out", str(out))
+    _assert_clean_error(proc, str(out), "is a file, not a folder", "--out")
+    assert "medfed" not in proc.stdout  # no run banner: refused before anything trained
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.parametrize("command", [["simulate"], ["demo"]])
+def test_out_in_a_read_only_folder_is_refused(tmp_path: Path, command: list[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        proc = medfed(*command, "--rounds", "1", "--out", str(locked / "run"))
+    finally:
+        locked.chmod(0o700)
+    _assert_clean_error(proc, "not writable", "--out")
+
+
+def test_a_run_folder_that_fails_to_write_is_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what no check beforehand can foresee (a full disk): still no traceback
+    from medfed.cli.main import cli
+    from medfed.orchestration.run_store import RunStore
+
+    def full(self: RunStore, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RunStore, "start", full)
+    result = CliRunner().invoke(cli, ["simulate", "--rounds", "1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert not isinstance(result.exception, OSError)
+    assert "No space left on device" in result.output and "--out" in result.output
