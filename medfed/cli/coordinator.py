@@ -43,6 +43,8 @@ def start(
     """Start the coordinator; jobs that were running resume from their last round."""
     from urllib.parse import urlparse
 
+    from rich.markup import escape
+
     from medfed.cli.console import err, warn
     from medfed.federation.coordinator import Coordinator, CoordinatorSettings
     from medfed.federation.kits import load_coordinator_kit
@@ -65,13 +67,43 @@ def start(
         tls_key=k.tls_key_path,
         insecure=insecure,
     )
+    _check_port_free(settings.host, settings.port)
     coord = Coordinator(settings)
     scheme = "http" if insecure else "https"
     err.print(
-        f"[bold]medfed coordinator[/] for [cyan]{k.consortium}[/] on "
-        f"{scheme}://{settings.host}:{settings.port} · state {settings.state_dir}"
+        f"[bold]medfed coordinator[/] for [cyan]{escape(k.consortium)}[/] on "
+        f"{scheme}://{escape(settings.host)}:{settings.port} · state "
+        f"{escape(str(settings.state_dir))}"
     )
     coord.serve()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` as the server will (and let go), so that a busy port is one sentence
+    before the serving banner, not an error after it."""
+    import errno
+    import socket
+
+    from medfed.errors import UsageError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            sock.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {port} on {host} is already in use (another coordinator or program is "
+                "listening there): stop it, or start this one with --port"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise UsageError(
+                f"port {port} on {host} needs privileges to listen on: choose --port 1024 or above"
+            ) from None
+        raise UsageError(
+            f"cannot listen on {host} port {port}: {exc.strerror or exc}; check --host and --port"
+        ) from None
 
 
 @click.group()

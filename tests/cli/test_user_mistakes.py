@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,29 @@ def test_a_run_folder_that_fails_to_write_is_one_sentence(
     assert result.exit_code == 2, result.output
     assert not isinstance(result.exception, OSError)
     assert "No space left on device" in result.output and "--out" in result.output
+
+
+# -- 4. coordinator start on a busy port -------------------------------------------------------
+
+
+def _provision(root: Path, port: int) -> Path:
+    consortium = root / "consortium.toml"
+    consortium.write_text(
+        f'name = "mistakes"\n[coordinator]\nhost = "127.0.0.1"\nport = {port}\n'
+        '[participants]\nsites = ["north-site", "south-site"]\nadmins = ["alice"]\n'
+        'researchers = ["bob"]\n'
+    )
+    proc = medfed("provision", str(consortium), "--out", str(root / "kits"))
+    assert proc.returncode == 0, proc.stderr
+    return root / "kits"
+
+
+def test_coordinator_on_a_busy_port_fails_before_its_banner(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        kits = _provision(tmp_path, port)
+        proc = medfed("coordinator", "start", "--kit", str(kits / "coordinator"), timeout=60)
+    _assert_clean_error(proc, f"port {port}", "already in use", "--port")
+    assert "medfed coordinator for" not in proc.stdout + proc.stderr
