@@ -115,14 +115,50 @@ def admin() -> None:
 @_KIT
 @click.argument("name")
 @click.option("--reason", required=True, help="Why (kept in the audit log).")
-def revoke(kit: Path, name: str, reason: str) -> None:
-    """Refuse every further request from participant NAME (no one else is re-provisioned)."""
-    from medfed.cli.console import out
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also revoke a name that never contacted this coordinator (ahead of its first contact).",
+)
+def revoke(kit: Path, name: str, reason: str, force: bool) -> None:
+    """Refuse every further request from participant NAME (no one else is re-provisioned).
+
+    A NAME that never contacted this coordinator is most likely a typo: it is refused, and
+    nothing is revoked, unless --force revokes it ahead of its first contact.
+    """
+    import difflib
+
+    from rich.markup import escape
+
+    from medfed.cli.console import out, warn
     from medfed.cli.remote import client
+    from medfed.errors import UsageError
+
+    def never_seen(seen: list[str], revoked: bool) -> UsageError:
+        close = difflib.get_close_matches(name, seen, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else "a typo? "
+        done = (
+            "it is revoked ahead of its first contact anyway" if revoked else "nothing was revoked"
+        )
+        return UsageError(
+            f"{name!r} never contacted this coordinator ({hint}{done}); to revoke a "
+            "participant before its first contact, pass --force"
+        )
 
     with client(kit) as c:
-        c.post_json(f"/v1/participants/{name}/revoke", {"reason": reason})
-    out.print(f"revoked [bold]{name}[/]: every further request from it is refused")
+        rows = c.get_json("/v1/participants")
+        seen = [str(r["name"]) for r in rows if r.get("role") != "unknown"]
+        if name not in seen and not force:
+            raise never_seen(seen, revoked=False)
+        reply = c.post_json(f"/v1/participants/{name}/revoke", {"reason": reason})
+    if not reply.get("known", True):
+        if not force:  # the list said otherwise; the revocation's own answer counts
+            raise never_seen(seen, revoked=True)
+        warn(
+            f"{escape(name)} never contacted this coordinator: it is revoked ahead of its "
+            "first contact"
+        )
+    out.print(f"revoked [bold]{escape(name)}[/]: every further request from it is refused")
 
 
 @admin.command()

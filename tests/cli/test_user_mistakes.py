@@ -11,10 +11,13 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
+from tests.federation.server import LiveCoordinator, live_coordinator
 
 TASK_FILE = Path(__file__).resolve().parents[2] / "examples" / "breast_mlp.py"
 
@@ -152,3 +155,41 @@ def test_coordinator_on_a_busy_port_fails_before_its_banner(tmp_path: Path) -> N
         proc = medfed("coordinator", "start", "--kit", str(kits / "coordinator"), timeout=60)
     _assert_clean_error(proc, f"port {port}", "already in use", "--port")
     assert "medfed coordinator for" not in proc.stdout + proc.stderr
+
+
+# -- 5. admin revoke of a name that never contacted the coordinator ----------------------------
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCoordinator]:
+    with live_coordinator(tmp_path_factory.mktemp("federation")) as running:
+        yield running
+
+
+def _revoke(live: LiveCoordinator, *args: str) -> subprocess.CompletedProcess[str]:
+    kit = live.kits / "admins" / "alice"
+    return medfed("admin", "revoke", "--kit", str(kit), *args, "--reason", "test", timeout=60)
+
+
+def test_revoking_a_name_never_seen_is_refused_and_revokes_nothing(live: LiveCoordinator) -> None:
+    live.client("community-north").get_json("/v1/work")  # the site has contacted it
+    proc = _revoke(live, "comunity-north")
+    _assert_clean_error(proc, "'comunity-north' never contacted this coordinator", "--force")
+    assert "did you mean 'community-north'" in proc.stderr
+    assert not live.coordinator.store.is_revoked("comunity-north")
+
+
+def test_revoking_a_name_never_seen_with_force_revokes_it_ahead(live: LiveCoordinator) -> None:
+    proc = _revoke(live, "rural-hospital", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "never contacted this coordinator" in proc.stderr
+    assert "revoked rural-hospital" in proc.stdout
+    assert live.coordinator.store.is_revoked("rural-hospital")
+
+
+def test_revoking_a_known_participant_says_so(live: LiveCoordinator) -> None:
+    live.client("oncology-clinic").get_json("/v1/work")
+    proc = _revoke(live, "oncology-clinic")
+    assert proc.returncode == 0, proc.stderr
+    assert "revoked oncology-clinic" in proc.stdout and "never" not in proc.stderr
+    assert live.coordinator.store.is_revoked("oncology-clinic")
