@@ -247,7 +247,7 @@ def show(state: Path | None, kit: Path | None, job: str | None, last: int | None
         *([("note", 4)] if any(e.note for e in shown) else []),
     ]
     table = Table(
-        title=f"Egress ledger {book.path}",
+        title=escape(f"Egress ledger {book.path}"),
         caption=escape(caption) if caption else None,
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -316,7 +316,9 @@ def verify(state: Path | None, kit: Path | None, anchor: str | None) -> None:
     book = _open_ledger(state, kit, must_exist=mark is None or mark.count == 0)
     check = book.verify(anchor=mark)
     if check.ok:
-        out.print(f"ledger intact: {check.count} entries, head {check.head}", soft_wrap=True)
+        out.print(
+            f"ledger intact: {check.count} entries, head {check.head}", soft_wrap=True, markup=False
+        )
         return
     error(escape(f"ledger broken at entry {check.first_bad_seq}: {check.reason}"))
     click.get_current_context().exit(1)
@@ -364,7 +366,8 @@ def budget_set(
     s = book.status(dataset)
     out.print(
         f"budget of {dataset}: ε = {s.epsilon:g} at δ = {s.delta:g} "
-        f"(spent {s.spent:.3g}, committed {s.committed:.3g})"
+        f"(spent {s.spent:.3g}, committed {s.committed:.3g})",
+        markup=False,
     )
 
 
@@ -374,6 +377,7 @@ def budget_set(
 @_KIT
 def budget_show(dataset: str | None, state: Path | None, kit: Path | None) -> None:
     """Budgets, ε spent (rounds run) and committed (rounds jobs still plan), per data set."""
+    from rich.markup import escape
     from rich.table import Table
 
     from medfed.cli.console import out
@@ -390,14 +394,15 @@ def budget_show(dataset: str | None, state: Path | None, kit: Path | None) -> No
     table = Table("data set", "ε budget", "δ", "spent", "committed", "left", "jobs")
     for name in names:
         s = book.status(name)
+        # job ids come from the coordinator: cells are text, never markup
         jobs = ", ".join(j.job for j in book.jobs(name)) or "—"
         table.add_row(
-            name,
+            escape(name),
             f"{s.epsilon:g}",
             f"{s.delta:g}",
             f"{s.spent:.3g}",
             f"{s.committed:.3g}",
             f"{s.left:.3g}",
-            jobs,
+            escape(jobs),
         )
     out.print(table)

@@ -66,6 +66,8 @@ def start(
     """Connect to the coordinator (outbound only) and take part in approved jobs."""
     import time
 
+    from rich.markup import escape
+
     from medfed.cli.console import err, warn
     from medfed.data import load_dataset
     from medfed.errors import DataError
@@ -92,7 +94,9 @@ def start(
         )
 
     def event(message: str) -> None:
-        err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
+        # every event may hold another party's text (a job's task name, the coordinator's
+        # reasons): it is printed as text, never read as markup
+        err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}")
 
     agent = NodeAgent(
         client=client_for_kit(k, insecure=insecure, stall_seconds=stall_seconds),
@@ -108,9 +112,9 @@ def start(
         dataset=data_name,
         kit=k,
     )
-    event(
-        f"node [bold]{k.name}[/] ({dataset.site(name).num_train} training records) → "
-        f"{k.coordinator_url}"
+    err.print(
+        f"[dim]{time.strftime('%H:%M:%S')}[/] node [bold]{escape(k.name)}[/] "
+        f"({dataset.site(name).num_train} training records) → {escape(k.coordinator_url)}"
     )
     try:
         agent.run()

@@ -97,16 +97,31 @@ class NodeAgent:
                 backoff = 1.0
             except TransportError as exc:
                 delay = min(self.settings.max_backoff, backoff) * (0.5 + random.random())
-                self.on_event(f"coordinator unreachable ({exc}); retrying in {delay:.0f} s")
+                self._say(f"coordinator unreachable ({exc}); retrying in {delay:.0f} s")
                 time.sleep(delay)
                 backoff *= 2
             except MedfedError as exc:
                 # a refusal concerns one message (e.g. a round that closed meanwhile), as does
                 # an update that failed its checks: say it, and keep serving; a revoked
                 # identity is refused forever, so slow down
-                self.on_event(str(exc))
+                self._say(str(exc))
                 time.sleep(min(self.settings.max_backoff, backoff))
                 backoff *= 2
+            except Exception as exc:  # a node serves until it is stopped
+                # what the coordinator sent may be malformed in ways no check foresaw: log it
+                # (with its traceback), say it, slow down and keep serving
+                log.exception("unexpected error while serving the coordinator")
+                self._say(f"unexpected error ({type(exc).__name__}: {exc}); the node goes on")
+                time.sleep(min(self.settings.max_backoff, backoff))
+                backoff *= 2
+
+    def _say(self, message: str) -> None:
+        """Tell ``on_event``; a handler that raises (a closed terminal, text it cannot print)
+        is logged and never stops the node."""
+        try:
+            self.on_event(message)
+        except Exception:  # printing must not stop a node
+            log.warning("the node's event handler failed on %r", message, exc_info=True)
 
     def step(self, *, wait: float = 0.0) -> bool:
         """One poll: decide on announced jobs, run at most one task. True if a task ran."""
@@ -134,13 +149,13 @@ class NodeAgent:
                 _check_required(self.settings.require, job_privacy(job.get("privacy")))
             except MedfedError as exc:
                 if self._reported.get(job_id) != "rejected":
-                    self.on_event(f"job {job_id} declined: {exc}")
+                    self._say(f"job {job_id} declined: {exc}")
                 decision = "rejected"
         if self.settings.auto_approve and decision == "pending":
             self.approvals.approve(sha, by="auto-approve (development mode)")
             decision = "approved"
         if decision == "pending" and self._reported.get(job_id) != "pending":
-            self.on_event(
+            self._say(
                 f"job {job_id} ({job['task_name']}) waits for your approval: "
                 f"medfed node approve {sha[:12]}"
             )
@@ -148,7 +163,7 @@ class NodeAgent:
             self.client.post_json(f"/v1/jobs/{job_id}/approval", {"status": decision})
             self._reported[job_id] = decision
             if decision == "approved":
-                self.on_event(f"job {job_id} approved: this site takes part")
+                self._say(f"job {job_id} approved: this site takes part")
 
     def _finish_ended(self, running: set[str]) -> None:
         """Jobs no longer running: release the privacy budget they reserved but did not use."""
@@ -157,7 +172,7 @@ class NodeAgent:
             try:
                 ctx.protection.finish()
             except MedfedError as exc:
-                self.on_event(f"{job_id}: {exc}")
+                self._say(f"{job_id}: {exc}")
 
     def _context(self, job_id: str, announced: dict[str, Any]) -> _JobContext:
         ctx = self._jobs.get(job_id)
@@ -197,7 +212,7 @@ class NodeAgent:
                 "node reserved its budget for; the node refuses it"
             )
         if protection.sample_noise is not None:
-            self.on_event(
+            self._say(
                 f"{job_id}: DP-SGD with noise multiplier {protection.sample_noise:.3g} (noise "
                 "and sampling from OS-seeded generators; Opacus's secure_mode is not used)"
             )
@@ -246,7 +261,7 @@ class NodeAgent:
         if waiting is None:
             waiting = self._answer(task)
         else:
-            self.on_event(f"{job_id} round {round_}: sending the reply of an earlier attempt")
+            self._say(f"{job_id} round {round_}: sending the reply of an earlier attempt")
         destination = self.client.base_url
         try:
             blob_sha = None
@@ -271,7 +286,7 @@ class NodeAgent:
             raise
         self.outbox.remove(task_id)
         state = f"failed: {failure['kind']}: {failure['message']}" if failure else ""
-        self.on_event(
+        self._say(
             f"{job_id} round {round_}: {task['operation']} sent "
             f"({state or result.get('status', '')})"
         )
@@ -294,11 +309,11 @@ class NodeAgent:
             if operation == Operation.TRAIN.value:
                 # charged before training: a round the budget refuses sends nothing
                 cost = ctx.protection.charge(round_)
-            self.on_event(f"{job_id} round {round_}: {operation}…")
+            self._say(f"{job_id} round {round_}: {operation}…")
             reply = ctx.runtime.handle(instruction)
         except (MedfedError, PermissionError, OSError, ValueError) as exc:
             if isinstance(exc, MedfedError):
-                self.on_event(f"{job_id} round {round_}: this site refuses: {exc}")
+                self._say(f"{job_id} round {round_}: this site refuses: {exc}")
             reply = Reply(
                 site=self.site,
                 round=round_,
