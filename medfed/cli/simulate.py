@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from medfed.config import RunConfig
+
+if TYPE_CHECKING:
+    from medfed.orchestration.simulation import SimulationResult
 
 
 def _demo_config(out: str, rounds: int | None, backend: str | None) -> RunConfig:
@@ -249,6 +252,31 @@ def _check_writable(out: Path) -> None:
         )
 
 
+def _privacy_lines(result: SimulationResult, *, delta: float) -> list[str]:
+    """The final ε and δ of a private run, as the terminal shows them (none without DP)."""
+    from medfed.reporting.summary import privacy_summary
+
+    privacy = privacy_summary(result)
+    lines: list[str] = []
+    if "client_level" in privacy:
+        p = privacy["client_level"]
+        lines.append(
+            f"privacy: ε = {p['epsilon']:.3g} at δ = {p['delta']:g} after "
+            f"{len(result.history)} rounds (client-level DP, noise multiplier "
+            f"{p['noise_multiplier']:.3g}, clip {p['clip_norm']:.3g})"
+        )
+    per_site: dict[str, float] = privacy.get("sample_level_epsilon", {})
+    if per_site:  # each site's own DP-SGD accountant; never averaged
+        worst = max(per_site.values())
+        lines.append(
+            f"privacy: largest site ε = {worst:.3g} at δ = {delta:g} after "
+            f"{len(result.history)} rounds (sample-level DP-SGD; per site: "
+            + ", ".join(f"{s} {e:.3g}" for s, e in sorted(per_site.items()))
+            + ")"
+        )
+    return lines
+
+
 def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -356,6 +384,8 @@ def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
             "final federated evaluation: "
             + ", ".join(f"{k} {v:.4g}" for k, v in final.as_dict().items() if v is not None)
         )
+    for line in _privacy_lines(result, delta=config.privacy.delta):
+        out.print(line, soft_wrap=True, markup=False)
     out.print(
         f"done in {result.seconds:.1f} s · model, metrics (JSONL, CSV), config and summary in "
         f"[cyan]{Path(config.out)}[/]"

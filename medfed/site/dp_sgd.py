@@ -15,7 +15,8 @@ privacy-loss-distribution methods).
 Randomness. The Poisson sampling and the noise come from generators seeded from the OS's
 entropy, not from the round's seed, which the coordinator chose and could replay. Opacus's
 ``secure_mode`` (a CSPRNG and hardening against floating-point attacks) needs ``torchcsprng``
-and is not used; Opacus warns about that once per site. DP-SGD runs are not reproducible.
+and is not used; Opacus's warning that says so ("Secure RNG turned off") is silenced
+where the engine is made, and only there. DP-SGD runs are not reproducible.
 
 What leaves besides the weights: the number of training records (``num_examples``) and ε.
 The training loss and accuracy are computed on the raw records outside the DP mechanism,
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import warnings
 from typing import Any
 
 import numpy as np
@@ -55,6 +57,8 @@ __all__ = [
 ]
 
 _OPACUS_ACCOUNTANT = {"rdp": "rdp", "pld": "prv"}
+_SECURE_RNG_WARNING = r"Secure RNG turned off\."
+"""The start of the UserWarning ``PrivacyEngine(secure_mode=False)`` gives (a regex)."""
 
 
 def dp_sgd_sample_rate(*, num_examples: int, batch_size: int) -> float:
@@ -132,7 +136,9 @@ class DPSGD:
         self.noise_multiplier = float(noise_multiplier)
         self.max_grad_norm = float(max_grad_norm)
         self.delta = float(delta)
-        self.engine = PrivacyEngine(accountant=_OPACUS_ACCOUNTANT[accountant])
+        with warnings.catch_warnings():  # said in the module's docs, not to every user
+            warnings.filterwarnings("ignore", message=_SECURE_RNG_WARNING, category=UserWarning)
+            self.engine = PrivacyEngine(accountant=_OPACUS_ACCOUNTANT[accountant])
         self._data: SiteData | None = None
         self._dataset: TensorDataset | None = None
 

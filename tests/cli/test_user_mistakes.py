@@ -193,3 +193,42 @@ def test_revoking_a_known_participant_says_so(live: LiveCoordinator) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "revoked oncology-clinic" in proc.stdout and "never" not in proc.stderr
     assert live.coordinator.store.is_revoked("oncology-clinic")
+
+
+# -- 6. a DP run says its ε and δ; Opacus's secure-RNG warning does not reach the user --------
+
+
+@pytest.mark.parametrize(
+    ("dp", "needle"),
+    [("client", "client-level DP"), ("sample", "sample-level DP-SGD")],
+)
+def test_a_private_run_prints_its_final_epsilon_and_delta(
+    tmp_path: Path, dp: str, needle: str
+) -> None:
+    proc = medfed(
+        "simulate", "--rounds", "2", "--dp", dp, "--delta", "1e-6", "--out", str(tmp_path / "r")
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("privacy:")), "")
+    assert needle in line and "ε = " in line and "at δ = 1e-06 after 2 rounds" in line, proc.stdout
+    assert "Secure RNG" not in proc.stderr and "UserWarning" not in proc.stderr, proc.stderr
+
+
+def test_a_run_without_dp_prints_no_epsilon(tmp_path: Path) -> None:
+    proc = medfed("simulate", "--rounds", "1", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    assert "privacy:" not in proc.stdout and "ε" not in proc.stdout
+
+
+def test_dp_sgd_silences_only_the_secure_rng_warning_and_only_around_opacus() -> None:
+    import warnings
+
+    from medfed.site.dp_sgd import DPSGD
+
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DPSGD(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5)
+        assert warnings.filters[0][0] == "always"  # the caller's filters are back
+    assert not [w for w in caught if "Secure RNG" in str(w.message)], caught
+    assert warnings.filters == before
