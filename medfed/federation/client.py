@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import ssl
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -21,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from medfed.errors import MedfedError
+from medfed.errors import IntegrityError, MedfedError
 
 __all__ = ["ApiError", "FederationClient", "PinMismatch", "TransportError", "client_for_kit"]
 
@@ -219,6 +220,7 @@ class FederationClient:
         """
         from medfed.federation.transfer import download_to
 
+        _check_sha256(sha256)  # it may come from the coordinator: never a path or a URL part
         part = path.with_name(path.name + ".part")
         # not O_APPEND: ranges are written at their offsets (pwrite ignores them on O_APPEND)
         with open(os.open(part, os.O_RDWR | os.O_CREAT, 0o644), "r+b") as out:
@@ -235,10 +237,23 @@ class FederationClient:
         """Download a (small) blob into memory, by the same checked ranges as to a file."""
         from medfed.federation.transfer import download_to
 
+        _check_sha256(sha256)
         with tempfile.TemporaryFile() as out:
             size = download_to(self, sha256, out)
             out.seek(0)
             return out.read(size)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_sha256(sha256: object) -> None:
+    """A blob is named by its sha256 (64 lowercase hex characters), nothing else."""
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise IntegrityError(
+            f"{sha256!r:.80} is not a blob's sha256 (64 lowercase hex characters); "
+            "it is not downloaded"
+        )
 
 
 def _detail(response: httpx.Response) -> str:

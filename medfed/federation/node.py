@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -39,9 +40,22 @@ from medfed.site.ledger import EgressLedger
 from medfed.site.runtime import SiteRuntime
 from medfed.tensor_file import open_params
 
-__all__ = ["NodeAgent", "NodeSettings"]
+__all__ = ["NodeAgent", "NodeSettings", "ProtocolError"]
 
 log = logging.getLogger("medfed.node")
+
+# what the coordinator names is checked before it becomes part of a path or a URL: ids and
+# names as the coordinator's API takes them (job-<hex>, site and researcher names), hashes as
+# 64 lowercase hex characters, task ids as the positive row ids every SQL database stores
+_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_TASK_ID = 2**31 - 1
+_OPERATIONS = frozenset(op.value for op in Operation)
+_STAGE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # secagg/<stage key>
+
+
+class ProtocolError(MedfedError):
+    """The coordinator sent something malformed (an id, a hash); the node does not act on it."""
 
 
 @dataclass
@@ -77,6 +91,7 @@ class NodeAgent:
     _costs: dict[int, RoundCost] = field(default_factory=dict)
     _announced: dict[str, dict[str, Any]] = field(default_factory=dict)
     _reported: dict[str, str] = field(default_factory=dict)
+    _refused: dict[str, str] = field(default_factory=dict)
     _stop: bool = False
 
     def __post_init__(self) -> None:
@@ -126,22 +141,46 @@ class NodeAgent:
     def step(self, *, wait: float = 0.0) -> bool:
         """One poll: decide on announced jobs, run at most one task. True if a task ran."""
         work = self.client.get_json(f"/v1/work?wait={wait:g}")
+        if not isinstance(work, dict) or not isinstance(work.get("jobs", []), list):
+            raise ProtocolError("the coordinator's answer to /v1/work is malformed; ignored")
+        running = set()
         for job in work.get("jobs", []):
-            self._consider(job)
-        self._finish_ended({job["id"] for job in work.get("jobs", [])})
+            try:
+                running.add(self._consider(job))
+            except ProtocolError as exc:  # that job only: the others and the task go on
+                self._refuse_once(f"job:{job!r:.200}", str(exc))
+        self._finish_ended(running)
         task = work.get("task")
         if task is None:
             return False
         self._run_task(task)
         return True
 
+    def _refuse_once(self, key: str, message: str) -> None:
+        """Say (and log) a refusal of the coordinator's input once, not on every poll."""
+        if key in self._refused:
+            return
+        if len(self._refused) > 1000:  # a coordinator that varies its garbage: forget the oldest
+            self._refused.pop(next(iter(self._refused)))
+        self._refused[key] = message
+        log.warning("%s", message)
+        self._say(message)
+
     # -- approval -------------------------------------------------------------------------
 
-    def _consider(self, job: dict[str, Any]) -> None:
-        job_id, sha = job["id"], job["task_sha256"]
+    def _consider(self, job: Any) -> str:
+        """Decide on an announced job (and tell the coordinator); returns the job's id."""
+        if not isinstance(job, dict):
+            raise ProtocolError("the coordinator announced a job that is not an object; ignored")
+        job_id = _checked_id(job.get("id"), "a job id")
+        sha = _checked_sha256(job.get("task_sha256"), f"job {job_id}'s task sha256")
+        task_name, researcher = job.get("task_name"), job.get("researcher")
+        if not isinstance(task_name, str) or not task_name.strip() or len(task_name) > 200:
+            raise ProtocolError(f"the coordinator announced job {job_id} with no valid task name")
+        researcher = _checked_id(researcher, f"job {job_id}'s researcher")
         self._announced[job_id] = job
         status = self.approvals.request(
-            task_sha256=sha, job=job_id, task_name=job["task_name"], researcher=job["researcher"]
+            task_sha256=sha, job=job_id, task_name=task_name, researcher=researcher
         )
         decision = _value(status)
         if self.settings.require:
@@ -164,6 +203,7 @@ class NodeAgent:
             self._reported[job_id] = decision
             if decision == "approved":
                 self._say(f"job {job_id} approved: this site takes part")
+        return job_id
 
     def _finish_ended(self, running: set[str]) -> None:
         """Jobs no longer running: release the privacy budget they reserved but did not use."""
@@ -244,6 +284,7 @@ class NodeAgent:
 
     def _global_model(self, sha256: str) -> Params:
         """The model of this round, streamed to disk and memory-mapped (bounded memory)."""
+        sha256 = _checked_sha256(sha256, "the round's model")  # it names a file here
         folder = self.settings.state_dir / "models"
         folder.mkdir(exist_ok=True)
         path = folder / f"{sha256}.safetensors"
@@ -255,7 +296,9 @@ class NodeAgent:
         return open_params(path)[0]
 
     def _run_task(self, task: dict[str, Any]) -> None:
-        job_id, round_, task_id = task["job_id"], task["round"], int(task["id"])
+        # checked before anything is touched: without a valid id, job and round there is no
+        # reply to send (its URL, its ledger entry), so the task is refused with a clear log
+        task_id, job_id, round_, _ = _checked_task(task)
         waiting = self.outbox.waiting(task_id)
         self.outbox.keep_only(task_id)
         if waiting is None:
@@ -293,10 +336,13 @@ class NodeAgent:
 
     def _answer(self, task: dict[str, Any]) -> Waiting:
         """Run the task; its reply goes into the outbox (the update recorded in the ledger)."""
-        job_id, round_ = task["job_id"], task["round"]
-        operation = str(task["operation"]).partition("/")[0]  # secagg/<stage key> → secagg
+        _, job_id, round_, operation = _checked_task(task)
         cost = None
         try:
+            if not isinstance(task.get("instruction"), dict):
+                raise ProtocolError("the coordinator sent a task without a valid instruction")
+            if operation != Operation.SECAGG.value:  # it names the model's file: check it first
+                model_sha = _checked_sha256(task.get("params_sha256"), "the round's model")
             ctx = self._context(job_id, self._announced.get(job_id, {}))
             if operation == Operation.SECAGG.value:  # a protocol message, no model
                 instruction = instruction_from_wire(task["instruction"], Params())
@@ -304,14 +350,16 @@ class NodeAgent:
                     instruction, lambda sites: self._certificates(job_id, sites), **self._ca()
                 )
             else:
-                params = self._global_model(task["params_sha256"])
+                params = self._global_model(model_sha)
                 instruction = instruction_from_wire(task["instruction"], params)
             if operation == Operation.TRAIN.value:
                 # charged before training: a round the budget refuses sends nothing
                 cost = ctx.protection.charge(round_)
             self._say(f"{job_id} round {round_}: {operation}…")
             reply = ctx.runtime.handle(instruction)
-        except (MedfedError, PermissionError, OSError, ValueError) as exc:
+        except Exception as exc:  # a site's failure is a value: the coordinator hears of it
+            if isinstance(exc, ProtocolError):
+                log.warning("%s round %s: refused: %s", job_id, round_, exc)
             if isinstance(exc, MedfedError):
                 self._say(f"{job_id} round {round_}: this site refuses: {exc}")
             reply = Reply(
@@ -370,7 +418,9 @@ class NodeAgent:
         return {"ca_pem": self.kit.ca_pem, "consortium": self.kit.consortium}
 
     def _certificates(self, job_id: str, sites: list[str]) -> dict[str, Any]:
-        got = self.client.get_json(f"/v1/jobs/{job_id}/certificates?sites={','.join(sites)}")
+        names = [_checked_id(site, "a site name") for site in sites]  # they go into the URL
+        job_id = _checked_id(job_id, "a job id")
+        got = self.client.get_json(f"/v1/jobs/{job_id}/certificates?sites={','.join(names)}")
         certificates = got.get("certificates") if isinstance(got, dict) else None
         return certificates if isinstance(certificates, dict) else {}
 
@@ -381,6 +431,49 @@ def spec_from_json(raw: dict[str, Any]) -> DataSpec:
         input_shape=tuple(raw["input_shape"]),
         n_classes=int(raw.get("n_classes", 2)),
     )
+
+
+def _checked_id(value: Any, what: str) -> str:
+    """A job id or a participant's name from the coordinator, safe in a URL and a path."""
+    if isinstance(value, str) and _ID.fullmatch(value):
+        return value
+    raise ProtocolError(
+        f"the coordinator sent {what} that is not an id (lowercase letters, digits and '-', "
+        f"at most 63): {value!r:.80}; the node refuses it"
+    )
+
+
+def _checked_sha256(value: Any, what: str) -> str:
+    if isinstance(value, str) and _SHA256.fullmatch(value):
+        return value
+    raise ProtocolError(
+        f"the coordinator sent a hash for {what} that is not a sha256 (64 lowercase hex "
+        f"characters): {value!r:.80}; the node refuses it"
+    )
+
+
+def _checked_task(task: Any) -> tuple[int, str, int, str]:
+    """A task's id, job id, round and base operation, each as the coordinator must send it."""
+    if not isinstance(task, dict):
+        raise ProtocolError("the coordinator sent a task that is not an object; refused")
+    task_id, round_, operation = task.get("id"), task.get("round"), task.get("operation")
+    if isinstance(task_id, bool) or not isinstance(task_id, int) or not 0 < task_id <= MAX_TASK_ID:
+        raise ProtocolError(
+            f"the coordinator sent a task whose id is not a positive integer: {task_id!r:.80}; "
+            "the node refuses it"
+        )
+    job_id = _checked_id(task.get("job_id"), f"task {task_id}'s job id")
+    if isinstance(round_, bool) or not isinstance(round_, int) or not 0 <= round_ <= MAX_TASK_ID:
+        raise ProtocolError(f"the coordinator sent task {task_id} with no valid round; refused")
+    base, slash, stage = operation.partition("/") if isinstance(operation, str) else ("", "", "")
+    if base not in _OPERATIONS or (
+        slash and not (base == Operation.SECAGG.value and _STAGE.fullmatch(stage))
+    ):
+        raise ProtocolError(
+            f"the coordinator sent task {task_id} with an unknown operation {operation!r:.80}; "
+            "refused"
+        )
+    return task_id, job_id, round_, base
 
 
 def _value(status: Any) -> str:

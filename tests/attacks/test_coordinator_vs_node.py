@@ -4,17 +4,314 @@ What the coordinator sends (job ids, hashes, task ids, reasons) is another party
 node validates it before it builds a path or a URL from it, prints it as text, gives up on a
 reply the coordinator refuses for good instead of retrying it forever, and one state folder
 serves one node only.
+
+The coordinator is a real one over TLS (``live_coordinator``); a hostile coordinator is played
+by changing what its database hands out, and the node is a real agent with a real client.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
+import pytest
 from click.testing import CliRunner
+from sqlalchemy import select, update
 
 from medfed.cli.main import _Group
 from medfed.cli.node import node
+from medfed.data import load_dataset
+from medfed.errors import IntegrityError
+from medfed.federation.client import ApiError, client_for_kit
+from medfed.federation.jobs import JobConfig
+from medfed.federation.node import NodeAgent, NodeSettings, ProtocolError
+from medfed.federation.store_schema import jobs, tasks
+from medfed.site.approval import ApprovalStore
+from tests.federation.server import SITES, LiveCoordinator, breast_mlp, live_coordinator
+
+DATA_SITE = SITES[0]  # every agent here holds this share of breast-cancer, whatever its name
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCoordinator]:
+    with live_coordinator(tmp_path_factory.mktemp("coordinator-vs-node")) as running:
+        yield running
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _submit(
+    live: LiveCoordinator,
+    *,
+    task_bytes: bytes | None = None,
+    initial_bytes: bytes | None = None,
+    rounds: int = 1,
+    round_timeout: float = 60,
+) -> dict[str, Any]:
+    model = breast_mlp()
+    client = live.client("bob")
+    config = JobConfig(
+        rounds=rounds, min_sites=1, round_timeout=round_timeout, data_spec=model.data_spec
+    )
+    job: dict[str, Any] = client.post_json(
+        "/v1/jobs",
+        {
+            "name": "towards-a-node",
+            "task_name": "breast_mlp",
+            "bundle_sha256": client.upload_blob(task_bytes or model.task_bytes),
+            "initial_sha256": client.upload_blob(initial_bytes or model.initial_bytes),
+            "config": config.to_json(),
+        },
+    )
+    return job
+
+
+def _cancel(live: LiveCoordinator, job_id: str) -> None:
+    with suppress(ApiError):  # it may have ended already
+        live.client("bob").post_json(f"/v1/jobs/{job_id}/cancel", {})
+
+
+@contextmanager
+def _agent(
+    live: LiveCoordinator, site: str, state: Path, **settings: Any
+) -> Iterator[tuple[NodeAgent, list[str]]]:
+    """A real node agent of ``site`` (its own signed client), and the events it says."""
+    dataset = load_dataset("breast-cancer")
+    client = client_for_kit(live.kit(site), timeout=30)
+    events: list[str] = []
+    agent = NodeAgent(
+        client=client,
+        site=site,
+        data=dataset.site(DATA_SITE),
+        spec=dataset.spec,
+        settings=NodeSettings(state_dir=state, poll_wait=1.0, max_backoff=0.5, **settings),
+        on_event=events.append,
+        dataset="breast-cancer",
+        kit=live.kit(site),
+    )
+    try:
+        yield agent, events
+    finally:
+        client.close()
+
+
+def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _task_rows(live: LiveCoordinator, job_id: str, site: str) -> list[dict[str, Any]]:
+    with live.coordinator.store.engine.begin() as c:
+        rows = c.execute(
+            select(tasks).where(tasks.c.job_id == job_id, tasks.c.site == site).order_by(tasks.c.id)
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def _tamper(live: LiveCoordinator, table: Any, row_id: Any, **values: Any) -> None:
+    """The hostile coordinator: what its database hands out next is what the test says."""
+    with live.coordinator.store.engine.begin() as c:
+        c.execute(update(table).where(table.c.id == row_id).values(**values))
+
+
+def _approved_task(
+    live: LiveCoordinator, agent: NodeAgent, job_id: str, site: str, operation: str = "train"
+) -> dict[str, Any]:
+    """Let ``agent`` approve the job (one poll), then the task the coordinator made for it."""
+    agent.step(wait=0)
+    return _wait_for(
+        lambda: next(
+            (t for t in _task_rows(live, job_id, site) if t["operation"] == operation), None
+        ),
+        30,
+        f"a {operation} task of {job_id} for {site}",
+    )
+
+
+def _reply_of(live: LiveCoordinator, task_id: int) -> dict[str, Any] | None:
+    row = live.coordinator.store.task(task_id)
+    return None if row is None else row.reply
+
+
+# -- identifiers from the coordinator are validated ------------------------------------------
+
+
+def test_a_model_hash_that_is_a_path_is_refused_with_a_failure_reply(
+    live: LiveCoordinator, tmp_path: Path
+) -> None:
+    site = SITES[0]
+    # a file the hostile coordinator wants the node to take for the round's model
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(breast_mlp().initial_bytes)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    job = _submit(live)
+    try:
+        with _agent(live, site, tmp_path / "state", auto_approve=True) as (agent, events):
+            task = _approved_task(live, agent, job["id"], site)
+            _tamper(live, tasks, task["id"], params_sha256="../../victim")
+            assert agent.step(wait=5)
+        reply = _wait_for(lambda: _reply_of(live, task["id"]), 10, "the node's reply")
+    finally:
+        _cancel(live, job["id"])
+    failure = reply["failure"]
+    assert failure is not None, reply  # not an update trained on the victim file
+    assert "not a sha256" in failure["message"] and "64 lowercase hex" in failure["message"]
+    assert reply["num_examples"] is None and reply["metrics"] is None
+    assert any("refuses" in e and "not a sha256" in e for e in events), events
+    # nothing was created or removed outside the node's state folder, nor under models/
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "state"])
+    assert victim.read_bytes() == breast_mlp().initial_bytes
+    assert not (tmp_path / "state" / "models").exists() or not any(
+        (tmp_path / "state" / "models").iterdir()
+    )
+
+
+def test_a_job_announced_with_a_hash_that_is_a_path_is_ignored_and_the_rest_goes_on(
+    live: LiveCoordinator, tmp_path: Path
+) -> None:
+    site = SITES[1]
+    bad, good = _submit(live), _submit(live)
+    _tamper(live, jobs, bad["id"], task_sha256="../../../etc/passwd" + "0" * 45)
+    try:
+        with _agent(live, site, tmp_path / "state", auto_approve=True) as (agent, events):
+            agent.step(wait=0)  # must not raise: the bad job is that job's problem only
+            agent.step(wait=0)  # said once, not on every poll
+            approvals = live.coordinator.store.approvals
+            assert approvals(good["id"]).get(site) == "approved"
+            assert site not in approvals(bad["id"])
+            said = [e for e in events if "not a sha256" in e]
+            assert len(said) == 1 and bad["id"] in said[0], events
+            stored = ApprovalStore.in_state(tmp_path / "state").all()
+            assert [r.job for r in stored] == [good["id"]]
+            # the good job's task still runs at this node
+            _wait_for(lambda: _task_rows(live, good["id"], site), 30, "the good job's task")
+            assert agent.step(wait=5)
+    finally:
+        _cancel(live, bad["id"])
+        _cancel(live, good["id"])
+
+
+@dataclass
+class _Recorder:
+    """A coordinator's client that hands out one canned answer and records every request."""
+
+    work: dict[str, Any]
+    base_url: str = "https://hostile.test"
+    requests: list[str] = field(default_factory=list)
+
+    def get_json(self, path: str, **_: Any) -> Any:
+        self.requests.append(f"GET {path}")
+        return self.work if path.startswith("/v1/work") else {}
+
+    def post_json(self, path: str, payload: Any) -> Any:
+        self.requests.append(f"POST {path}")
+        return {}
+
+    def post_bytes(self, path: str, body: bytes) -> Any:
+        self.requests.append(f"POST {path}")
+        return {"status": "accepted"}
+
+    def get_bytes(self, path: str) -> bytes:
+        self.requests.append(f"GET {path}")
+        return b""
+
+    def download_blob_to(self, sha256: str, path: Path) -> Path:
+        self.requests.append(f"BLOB {sha256}")
+        raise AssertionError("no download may start")
+
+
+@pytest.mark.parametrize(
+    ("job", "task"),
+    [
+        ({"id": "../../v1/admin/revoke"}, None),
+        ({"id": "job-1?x=", "task_sha256": "a" * 64}, None),
+        ({"task_sha256": "A" * 64}, None),
+        ({"researcher": "../eve"}, None),
+        (None, {"id": "../../v1/jobs"}),
+        (None, {"id": True}),
+        (None, {"id": 2**31}),
+        (None, {"job_id": "job-1/../../v1"}),
+        (None, {"round": "1/.."}),
+        (None, {"operation": "../train"}),
+    ],
+    ids=str,
+)
+def test_ids_that_are_not_ids_never_reach_a_url_or_a_path(
+    tmp_path: Path, job: dict[str, Any] | None, task: dict[str, Any] | None
+) -> None:
+    announced = {
+        "id": "job-1",
+        "task_sha256": "a" * 64,
+        "task_name": "mlp",
+        "researcher": "bob",
+        "approval": "unknown",
+        **(job or {}),
+    }
+    handed = {
+        "id": 7,
+        "job_id": "job-1",
+        "round": 1,
+        "operation": "train",
+        "instruction": {"operation": "train", "round": 1, "seed": 1},
+        "params_sha256": "b" * 64,
+        **(task or {}),
+    }
+    client = _Recorder({"jobs": [announced] if job else [], "task": handed if task else None})
+    dataset = load_dataset("breast-cancer")
+    state = tmp_path / "state"
+    agent = NodeAgent(
+        client=client,  # type: ignore[arg-type]
+        site=SITES[0],
+        data=dataset.site(DATA_SITE),
+        spec=dataset.spec,
+        settings=NodeSettings(state_dir=state, auto_approve=True),
+    )
+    if task is None:
+        agent.step()  # the job is ignored (and said), the poll goes on
+        assert ApprovalStore.in_state(state).all() == []
+    else:
+        with pytest.raises(ProtocolError, match="the coordinator sent"):
+            agent.step()  # no reply can be addressed: refused with a clear message
+    assert client.requests == ["GET /v1/work?wait=0"]
+    assert not (state / "models").exists() and not any((state / "outbox").iterdir())
+
+
+def test_site_names_and_hashes_are_checked_before_a_request(
+    live: LiveCoordinator, tmp_path: Path
+) -> None:
+    client = _Recorder({})
+    dataset = load_dataset("breast-cancer")
+    agent = NodeAgent(
+        client=client,  # type: ignore[arg-type]
+        site=SITES[0],
+        data=dataset.site(DATA_SITE),
+        spec=dataset.spec,
+        settings=NodeSettings(state_dir=tmp_path / "state"),
+    )
+    with pytest.raises(ProtocolError, match="site name"):
+        agent._certificates("job-1", ["community-north", "x&sites=../admin"])
+    with pytest.raises(ProtocolError, match="not a sha256"):
+        agent._global_model("../" * 3 + "x")
+    assert client.requests == []
+    # the client itself names a blob by its sha256 only, before any file or request
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for bad in ("../../x", "F" * 64, "a" * 63):
+        with pytest.raises(IntegrityError, match="not a blob's sha256"):
+            live.client(SITES[0]).download_blob_to(bad, folder / f"{bad}.safetensors")
+    assert list(folder.iterdir()) == [] and not (tmp_path / "x.safetensors.part").exists()
+
 
 # -- what the coordinator names is printed as text -------------------------------------------
 
