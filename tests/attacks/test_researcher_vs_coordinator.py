@@ -105,16 +105,16 @@ def _raw_request(live: LiveCoordinator, head: bytes, body: bytes, *, wait: float
     """Send ``head`` and ``body`` over a raw TLS connection; the first bytes of the answer."""
     ca = live.kit(ADMINS[0]).ca_pem.decode()
     context = ssl.create_default_context(cadata=ca)
-    with socket.create_connection(("127.0.0.1", live.port), timeout=wait) as plain:
-        with context.wrap_socket(plain, server_hostname="127.0.0.1") as tls:
-            tls.sendall(head + body)
-            answer = b""
-            while b"\r\n\r\n" not in answer or len(answer) < _expected(answer):
-                part = tls.recv(4096)
-                if not part:
-                    break
-                answer += part
-            return answer
+    plain = socket.create_connection(("127.0.0.1", live.port), timeout=wait)
+    with plain, context.wrap_socket(plain, server_hostname="127.0.0.1") as tls:
+        tls.sendall(head + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer) < _expected(answer):
+            part = tls.recv(4096)
+            if not part:
+                break
+            answer += part
+        return answer
 
 
 def _expected(answer: bytes) -> int:
