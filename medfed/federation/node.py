@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -28,7 +29,7 @@ from typing import Any
 from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import MedfedError, UsageError
-from medfed.federation.client import FederationClient, TransportError
+from medfed.federation.client import ApiError, FederationClient, TransportError
 from medfed.federation.kits import Kit
 from medfed.federation.node_privacy import JobProtection, RoundCost, job_privacy, protect_job
 from medfed.federation.outbox import Outbox, Waiting
@@ -40,7 +41,7 @@ from medfed.site.ledger import EgressLedger
 from medfed.site.runtime import SiteRuntime
 from medfed.tensor_file import open_params
 
-__all__ = ["NodeAgent", "NodeSettings", "ProtocolError"]
+__all__ = ["NodeAgent", "NodeSettings", "NotFinite", "ProtocolError"]
 
 log = logging.getLogger("medfed.node")
 
@@ -56,6 +57,14 @@ _STAGE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # secagg/<stage key>
 
 class ProtocolError(MedfedError):
     """The coordinator sent something malformed (an id, a hash); the node does not act on it."""
+
+
+class NotFinite(MedfedError):
+    """A reply's numbers are NaN or infinite: the node sends a failure instead."""
+
+
+class _GivenUp(MedfedError):
+    """A task whose reply the coordinator refused for good was handed out again."""
 
 
 @dataclass
@@ -92,6 +101,7 @@ class NodeAgent:
     _announced: dict[str, dict[str, Any]] = field(default_factory=dict)
     _reported: dict[str, str] = field(default_factory=dict)
     _refused: dict[str, str] = field(default_factory=dict)
+    _given_up: dict[int, str] = field(default_factory=dict)  # tasks refused for good
     _stop: bool = False
 
     def __post_init__(self) -> None:
@@ -114,6 +124,9 @@ class NodeAgent:
                 delay = min(self.settings.max_backoff, backoff) * (0.5 + random.random())
                 self._say(f"coordinator unreachable ({exc}); retrying in {delay:.0f} s")
                 time.sleep(delay)
+                backoff *= 2
+            except _GivenUp:  # said once already: only slow down
+                time.sleep(min(self.settings.max_backoff, backoff))
                 backoff *= 2
             except MedfedError as exc:
                 # a refusal concerns one message (e.g. a round that closed meanwhile), as does
@@ -298,45 +311,85 @@ class NodeAgent:
     def _run_task(self, task: dict[str, Any]) -> None:
         # checked before anything is touched: without a valid id, job and round there is no
         # reply to send (its URL, its ledger entry), so the task is refused with a clear log
-        task_id, job_id, round_, _ = _checked_task(task)
+        task_id, job_id, round_, operation = _checked_task(task)
+        if task_id in self._given_up:  # handed out again: answering would be refused again
+            self._refuse_once(f"task:{task_id}", self._given_up[task_id])
+            raise _GivenUp(self._given_up[task_id])
         waiting = self.outbox.waiting(task_id)
         self.outbox.keep_only(task_id)
         if waiting is None:
             waiting = self._answer(task)
         else:
             self._say(f"{job_id} round {round_}: sending the reply of an earlier attempt")
-        destination = self.client.base_url
         try:
-            blob_sha = None
-            if waiting.update is not None:
-                blob_sha = self.client.upload_file(waiting.update, sha256=waiting.sha256)
-            body = json.dumps({"header": waiting.header, "blob_sha256": blob_sha}).encode()
-            failure = waiting.header.get("failure")
-            cost = self._costs.pop(task_id, None)
-            self.ledger.append(
-                job=job_id,
-                round=round_,
-                kind="failure" if failure else "metrics",
-                destination=destination,
-                data=body,
-                **self._privacy_cost(job_id, cost),
+            result = self._send(task_id, job_id, round_, waiting)
+        except ApiError as exc:
+            if not _permanent(exc):
+                raise  # the coordinator may take it later: it stays in the outbox
+            self.outbox.remove(task_id)  # refused for good: sending it again would be refused
+            if exc.status in (404, 409) or waiting.header.get("failure") is not None:
+                self._give_up(task_id, f"{job_id} round {round_}: {exc}; this site gives up")
+                raise
+            # the coordinator cannot take this reply (e.g. metrics it cannot record, an update
+            # over its limits): say so as a failure, instead of working on it again and again
+            self._say(
+                f"{job_id} round {round_}: the coordinator refused this site's reply for good "
+                f"({exc.status}: {exc.detail}); reporting a failure instead"
             )
-            result = self.client.post_bytes(f"/v1/tasks/{task_id}/reply", body)
+            refused = SiteFailure(
+                "ReplyRefused",
+                f"the coordinator refused this site's reply ({exc.status}): {exc.detail}",
+            )
+            waiting = self._put(task_id, job_id, self._failure(round_, operation, refused))
+            try:
+                result = self._send(task_id, job_id, round_, waiting)
+            except ApiError as again:
+                if _permanent(again):
+                    self.outbox.remove(task_id)
+                    self._give_up(task_id, f"{job_id} round {round_}: {again}; this site gives up")
+                raise
         except TransportError:
             raise  # the reply stays in the outbox: the next attempt resumes it
         except MedfedError:
             self.outbox.remove(task_id)  # refused: sending it again would be refused again
             raise
         self.outbox.remove(task_id)
+        failure = waiting.header.get("failure")
         state = f"failed: {failure['kind']}: {failure['message']}" if failure else ""
         self._say(
             f"{job_id} round {round_}: {task['operation']} sent "
             f"({state or result.get('status', '')})"
         )
 
+    def _send(self, task_id: int, job_id: str, round_: int, waiting: Waiting) -> Any:
+        """Upload a waiting reply's update, record the reply in the ledger, then send it."""
+        blob_sha = None
+        if waiting.update is not None:
+            blob_sha = self.client.upload_file(waiting.update, sha256=waiting.sha256)
+        body = json.dumps({"header": waiting.header, "blob_sha256": blob_sha}).encode()
+        cost = self._costs.pop(task_id, None)
+        self.ledger.append(
+            job=job_id,
+            round=round_,
+            kind="failure" if waiting.header.get("failure") else "metrics",
+            destination=self.client.base_url,
+            data=body,
+            **self._privacy_cost(job_id, cost),
+        )
+        return self.client.post_bytes(f"/v1/tasks/{task_id}/reply", body)
+
+    def _give_up(self, task_id: int, message: str) -> None:
+        if len(self._given_up) > 1000:
+            self._given_up.pop(next(iter(self._given_up)))
+        self._given_up[task_id] = message
+        log.warning("%s", message)
+
+    def _failure(self, round_: int, operation: str, failure: SiteFailure) -> Reply:
+        return Reply(site=self.site, round=round_, operation=Operation(operation), failure=failure)
+
     def _answer(self, task: dict[str, Any]) -> Waiting:
         """Run the task; its reply goes into the outbox (the update recorded in the ledger)."""
-        _, job_id, round_, operation = _checked_task(task)
+        task_id, job_id, round_, operation = _checked_task(task)
         cost = None
         try:
             if not isinstance(task.get("instruction"), dict):
@@ -357,19 +410,22 @@ class NodeAgent:
                 cost = ctx.protection.charge(round_)
             self._say(f"{job_id} round {round_}: {operation}…")
             reply = ctx.runtime.handle(instruction)
+            problem = _not_finite(reply)
+            if problem is not None:  # the coordinator could not record it: a failure instead
+                raise NotFinite(problem)
         except Exception as exc:  # a site's failure is a value: the coordinator hears of it
             if isinstance(exc, ProtocolError):
                 log.warning("%s round %s: refused: %s", job_id, round_, exc)
             if isinstance(exc, MedfedError):
                 self._say(f"{job_id} round {round_}: this site refuses: {exc}")
-            reply = Reply(
-                site=self.site,
-                round=round_,
-                operation=Operation(operation),
-                failure=SiteFailure(type(exc).__name__, str(exc)),
-            )
+            reply = self._failure(round_, operation, SiteFailure(type(exc).__name__, str(exc)))
         if cost is not None:
-            self._costs[int(task["id"])] = cost
+            self._costs[task_id] = cost
+        return self._put(task_id, job_id, reply)
+
+    def _put(self, task_id: int, job_id: str, reply: Reply) -> Waiting:
+        """A reply into the outbox; its update is recorded in the ledger before it is kept."""
+        round_ = reply.round
         header = reply_to_header(reply)
         header["failure"] = (
             None
@@ -391,11 +447,11 @@ class NodeAgent:
                 destination=destination,
                 nbytes=nbytes,
                 sha256=sha256,
-                **self._privacy_cost(job_id, self._costs.pop(int(task["id"]), None)),
+                **self._privacy_cost(job_id, self._costs.pop(task_id, None)),
             )
 
         delta = None if reply.update is None else reply.update.delta
-        return self.outbox.put(int(task["id"]), header, delta, record)
+        return self.outbox.put(task_id, header, delta, record)
 
     # -- privacy --------------------------------------------------------------------------
 
@@ -474,6 +530,40 @@ def _checked_task(task: Any) -> tuple[int, str, int, str]:
             "refused"
         )
     return task_id, job_id, round_, base
+
+
+def _permanent(exc: ApiError) -> bool:
+    """A refusal that sending the same reply again would meet again (a 4xx, but not the
+    refusals that pass: authentication and clock, a timeout, too many requests)."""
+    return 400 <= exc.status < 500 and exc.status not in (401, 403, 408, 425, 429)
+
+
+def _not_finite(reply: Reply) -> str | None:
+    """Why a reply's numbers cannot be recorded (NaN or infinite), else None."""
+    m = reply.metrics
+    if reply.failure is not None or m is None:
+        return None
+    values = {"loss": m.loss, "accuracy": m.accuracy, "auroc": m.auroc, "c_index": m.c_index}
+    values.update(m.extra)
+    bad = [f"{name} = {value}" for name, value in values.items() if not _finite(value)]
+    if not bad:
+        return None
+    what = {Operation.TRAIN: "training", Operation.EVALUATE: "evaluation"}.get(
+        reply.operation, str(reply.operation)
+    )
+    return (
+        f"{what} was not finite ({', '.join(bad[:3])}): the model of this round may be broken; "
+        "this failure is sent instead of the metrics"
+    )
+
+
+def _finite(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return math.isfinite(value)
+    except (TypeError, ValueError):
+        return False
 
 
 def _value(status: Any) -> str:

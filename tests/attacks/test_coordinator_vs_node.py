@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from medfed.cli.main import _Group
 from medfed.cli.node import node
 from medfed.data import load_dataset
-from medfed.errors import IntegrityError
+from medfed.errors import IntegrityError, MedfedError
 from medfed.federation.client import ApiError, client_for_kit
 from medfed.federation.jobs import JobConfig
 from medfed.federation.node import NodeAgent, NodeSettings, ProtocolError
@@ -311,6 +311,163 @@ def test_site_names_and_hashes_are_checked_before_a_request(
         with pytest.raises(IntegrityError, match="not a blob's sha256"):
             live.client(SITES[0]).download_blob_to(bad, folder / f"{bad}.safetensors")
     assert list(folder.iterdir()) == [] and not (tmp_path / "x.safetensors.part").exists()
+
+
+# -- a reply the coordinator refuses for good is not retried forever --------------------------
+
+_BROKEN_TASK = """
+import torch
+from torch import nn
+
+from medfed.records import Metrics
+from medfed.site.task import Task
+
+
+def build_model(spec):
+    return nn.Sequential(nn.Linear(spec.input_shape[0], spec.n_outputs))
+
+
+def nan_evaluation(model, x, y, spec):
+    return Metrics(num_examples=len(y), loss=float("nan"), accuracy=0.5)
+
+
+def nan_update(model, data, ctx):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    return Metrics(num_examples=len(data.y_train), loss=0.5, accuracy=0.5)
+
+
+task = Task(model=build_model, {role}={fn}, name="broken")
+"""
+
+
+def _broken_job(live: LiveCoordinator, tmp_path: Path, role: str, fn: str) -> dict[str, Any]:
+    """A job whose task trains or evaluates into numbers the coordinator cannot take."""
+    from medfed.serde import params_to_bytes
+    from medfed.site.task_loading import load_task
+
+    path = tmp_path / f"broken_{role}.py"
+    path.write_text(_BROKEN_TASK.replace("{role}", role).replace("{fn}", fn))
+    spec = load_dataset("breast-cancer").spec
+    initial = load_task(f"{path}:task").initial_params(spec, seed=0)
+    return _submit(live, task_bytes=path.read_bytes(), initial_bytes=params_to_bytes(initial))
+
+
+def _ledger_kinds(state: Path) -> list[str]:
+    from medfed.site.ledger import EgressLedger
+
+    return [e.kind for e in EgressLedger.in_state(state).entries()]
+
+
+def test_a_non_finite_evaluation_is_sent_as_a_failure_once(
+    live: LiveCoordinator, tmp_path: Path
+) -> None:
+    site = SITES[2]
+    job = _broken_job(live, tmp_path, "evaluate", "nan_evaluation")
+    state = tmp_path / "state"
+    try:
+        with _agent(live, site, state, auto_approve=True) as (agent, events):
+            _approved_task(live, agent, job["id"], site)
+            assert agent.step(wait=5)  # the training is fine
+            evaluation = _wait_for(
+                lambda: next(
+                    (t for t in _task_rows(live, job["id"], site) if t["operation"] == "evaluate"),
+                    None,
+                ),
+                30,
+                "the evaluate task",
+            )
+            assert agent.step(wait=5)  # sent as a failure, not refused as metrics
+            reply = _reply_of(live, evaluation["id"])
+            assert reply is not None and reply["metrics"] is None, reply
+            assert reply["failure"]["kind"] == "NotFinite"
+            assert "evaluation was not finite" in reply["failure"]["message"]
+            assert "loss = nan" in reply["failure"]["message"]
+            assert not agent.step(wait=1)  # nothing is handed out again
+            assert sum(e.endswith("evaluate…") for e in events) == 1, events
+            assert not any((state / "outbox").iterdir())
+            assert _ledger_kinds(state)[-1] == "failure"
+    finally:
+        _cancel(live, job["id"])
+
+
+def test_an_update_the_coordinator_refuses_becomes_a_failure_instead_of_a_retry(
+    live: LiveCoordinator, tmp_path: Path
+) -> None:
+    site = SITES[3]
+    job = _broken_job(live, tmp_path, "train", "nan_update")
+    state = tmp_path / "state"
+    try:
+        with _agent(live, site, state, auto_approve=True) as (agent, events):
+            train = _approved_task(live, agent, job["id"], site)
+            assert agent.step(wait=5)  # refused with a 4xx: dropped, a failure reported instead
+            reply = _reply_of(live, train["id"])
+            assert reply is not None and reply["failure"] is not None, reply
+            assert reply["failure"]["kind"] == "ReplyRefused"
+            message = reply["failure"]["message"]
+            assert "refused this site's reply (4" in message and "NaN" in message, message
+            assert not agent.step(wait=1)  # the round is over for this site: no second training
+            assert sum(e.endswith("train…") for e in events) == 1, events
+            assert any("reporting a failure instead" in e for e in events), events
+            assert not any((state / "outbox").iterdir())
+            # the update and its refused reply left (and were recorded) once, then the failure
+            assert _ledger_kinds(state) == ["update", "metrics", "failure"]
+    finally:
+        _cancel(live, job["id"])
+
+
+@dataclass
+class _Refusing:
+    """The outbox tests' stub coordinator, refusing each reply with the next status given."""
+
+    statuses: list[int]
+    base_url: str = "https://coordinator.test"
+    replies: list[dict[str, Any]] = field(default_factory=list)
+
+    def upload_file(self, path: Path, *, sha256: str | None = None) -> str:
+        assert sha256 is not None
+        return sha256
+
+    def post_bytes(self, path: str, body: bytes) -> Any:
+        import json
+
+        if self.statuses:
+            raise ApiError(self.statuses.pop(0), "no")
+        self.replies.append(json.loads(body))
+        return {"status": "accepted"}
+
+
+def test_a_refusal_that_may_pass_keeps_the_reply_and_one_for_good_replaces_it(
+    tmp_path: Path,
+) -> None:
+    from tests.federation.test_outbox import node, task
+
+    client = _Refusing([503, 429])
+    agent, trained = node(tmp_path / "a", client)  # type: ignore[arg-type]
+    for _ in range(2):
+        with pytest.raises(ApiError):
+            agent._run_task(task())
+        assert agent.outbox.waiting(11) is not None  # kept: the next attempt sends it
+    agent._run_task(task())
+    assert trained == [3] and client.replies[0]["blob_sha256"] is not None
+
+    for status in (400, 413, 422):
+        client = _Refusing([status])
+        agent, trained = node(tmp_path / str(status), client)  # type: ignore[arg-type]
+        agent._run_task(task())  # refused for good: the failure goes instead, at once
+        (sent,) = client.replies
+        assert sent["blob_sha256"] is None and sent["header"]["failure"]["kind"] == "ReplyRefused"
+        assert f"({status})" in sent["header"]["failure"]["message"]
+        assert agent.outbox.waiting(11) is None and trained == [3]
+
+    client = _Refusing([422, 400])  # the failure itself refused: given up, not answered again
+    agent, trained = node(tmp_path / "both", client)  # type: ignore[arg-type]
+    with pytest.raises(ApiError):
+        agent._run_task(task())
+    with pytest.raises(MedfedError, match="gives up"):
+        agent._run_task(task())  # the same task handed out again
+    assert trained == [3] and client.replies == [] and agent.outbox.waiting(11) is None
 
 
 # -- what the coordinator names is printed as text -------------------------------------------
