@@ -73,7 +73,7 @@ def test_usage_mistakes_are_one_sentence(state: Path, tmp_path: Path) -> None:
         (("pending",), "--state"),
         (("pending", "--state", tmp_path / "nowhere"), "not a node state folder"),
         (("approve", "abc", "--state", state), "too short"),
-        (("approve", "ffffffffff", "--state", state), "no task"),
+        (("approve", "ffffffffff", "--state", state), "no request"),
         (("ledger", "show", "--state", state), "no egress ledger"),
     ]:
         result = run(*args)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from medfed.errors import UsageError
-from medfed.site.approval import APPROVALS_FILE, ApprovalStore, Status
+from medfed.site.approval import APPROVALS_FILE, ApprovalStore, Status, approval_id
 
 
 def _sha(text: str) -> str:
@@ -105,9 +105,9 @@ def test_prefix_rules(store: ApprovalStore) -> None:
     assert store.approve("abcdef010", by="s").request.task_sha256 == twin_a
     with pytest.raises(UsageError, match="too short"):
         store.approve(A[:7], by="s")
-    with pytest.raises(UsageError, match="not a task hash"):
+    with pytest.raises(UsageError, match="not a request id"):
         store.approve("xyz12345", by="s")
-    with pytest.raises(UsageError, match="no task"):
+    with pytest.raises(UsageError, match="no request"):
         store.approve("12345678" if not A.startswith("12345678") else "87654321", by="s")
     assert store.approve(A.upper()[:12], by="s").request.task_sha256 == A
 
@@ -137,5 +137,92 @@ def test_a_failed_decision_changes_nothing(store: ApprovalStore) -> None:
         store.approve(A, by="s")
     assert store.history(A)[-1].status == Status.REJECTED and len(store.history(A)) == 1
     with sqlite3.connect(store.path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
+
+
+TERMS = {"dataset": "breast-cancer", "train": {"local_epochs": 1}, "rounds": 5}
+
+
+def _ask_terms(store: ApprovalStore, terms: dict, job: str = "job-1") -> Status:
+    return store.request(
+        task_sha256=A,
+        job=job,
+        task_name="mlp",
+        researcher="dr-who",
+        terms=terms,
+        origin="researcher dr-who, job 'study' via https://coordinator",
+    )
+
+
+def test_an_approval_covers_the_code_with_its_terms_only(store: ApprovalStore) -> None:
+    assert _ask_terms(store, TERMS) == Status.PENDING
+    [req] = store.pending()
+    assert req.approval_id == approval_id(A, TERMS) != A
+    assert req.terms == TERMS and "dr-who" in req.origin
+    store.approve(req.approval_id[:8], by="steward")
+    assert store.status(A, TERMS) == Status.APPROVED
+    # the same settings in another order are the same terms
+    assert store.status(A, dict(reversed(list(TERMS.items())))) == Status.APPROVED
+    # the same code with more epochs, for another data set, or by the hash alone: not covered
+    more_epochs = {**TERMS, "train": {"local_epochs": 1000}}
+    other_data = {**TERMS, "dataset": "heart-disease"}
+    for terms in (more_epochs, other_data):
+        assert store.status(A, terms) == Status.UNKNOWN
+        assert _ask_terms(store, terms, job="job-2") == Status.PENDING
+    assert store.status(A) == Status.UNKNOWN
+    new = next(r for r in store.pending() if r.terms == more_epochs)
+    before = store.approved_before(new)
+    assert before is not None and before.terms == TERMS
+    # the code hash alone now names three requests: the steward must say which
+    with pytest.raises(UsageError, match="more than one"):
+        store.approve(A[:12], by="steward")
+
+
+def test_terms_must_be_plain_and_bounded(store: ApprovalStore) -> None:
+    with pytest.raises(UsageError, match="plain JSON"):
+        _ask_terms(store, {"x": float("nan")})
+    with pytest.raises(UsageError, match="KiB"):
+        _ask_terms(store, {"x": "a" * (70 << 10)})
+    assert store.all() == []
+
+
+def test_a_schema_1_store_is_migrated_and_its_code_only_approvals_cover_no_terms(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / APPROVALS_FILE
+    with sqlite3.connect(path) as conn:  # what medfed wrote before terms were bound
+        conn.executescript(
+            """
+            CREATE TABLE requests (task_sha256 TEXT PRIMARY KEY, job TEXT NOT NULL,
+              task_name TEXT NOT NULL, researcher TEXT NOT NULL, summary TEXT NOT NULL DEFAULT '',
+              requested_at TEXT NOT NULL, status TEXT NOT NULL, decided_at TEXT,
+              decided_by TEXT, reason TEXT NOT NULL DEFAULT '');
+            CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, task_sha256 TEXT
+              NOT NULL, status TEXT NOT NULL, decided_at TEXT NOT NULL, decided_by TEXT NOT NULL,
+              reason TEXT NOT NULL, override INTEGER NOT NULL);
+            PRAGMA user_version = 1;
+            """
+        )
+        conn.execute(
+            "INSERT INTO requests VALUES (?, 'job-0', 'mlp', 'dr-who', '', "
+            "'2026-01-01T00:00:00+00:00', 'approved', '2026-01-01T00:01:00+00:00', 'steward', "
+            "'ok')",
+            (A,),
+        )
+        conn.execute(
+            "INSERT INTO decisions VALUES (1, ?, 'approved', '2026-01-01T00:01:00+00:00', "
+            "'steward', 'ok', 0)",
+            (A,),
+        )
+    conn.close()
+    store = ApprovalStore(path)
+    [old] = store.all()
+    assert old.terms is None and old.status == Status.APPROVED
+    assert [h.decided_by for h in store.history(A[:8])] == ["steward"]
+    assert store.status(A) == Status.APPROVED  # the code-only decision is kept as it was
+    assert store.status(A, TERMS) == Status.UNKNOWN  # and covers no job with terms
+    assert _ask_terms(store, TERMS) == Status.PENDING
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
