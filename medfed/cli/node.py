@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from medfed.site.approval import Decision
+    from medfed.site.approval import ApprovalStore, Decision, Request
     from medfed.site.ledger import EgressLedger, LedgerEntry
 
 _STATE = click.option(
@@ -104,7 +104,7 @@ def pending(state: Path | None, kit: Path | None, show_all: bool) -> None:
         return
     title = "Tasks at this node" if show_all else "Tasks waiting for approval"
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    table.add_column("sha256", no_wrap=True)
+    table.add_column("id", no_wrap=True)
     table.add_column("job", overflow="fold")
     table.add_column("task", overflow="fold")
     table.add_column("researcher", overflow="fold")
@@ -113,21 +113,44 @@ def pending(state: Path | None, kit: Path | None, show_all: bool) -> None:
         table.add_column("status", no_wrap=True)
         table.add_column("by", overflow="fold")
     for r in requests:
-        row = [_short(r.task_sha256), r.job, r.task_name, r.researcher, _minute(r.requested_at)]
+        row = [_short(r.approval_id), r.job, r.task_name, r.researcher, _minute(r.requested_at)]
         if show_all:
             row += [r.status.value, r.decided_by or ""]
         table.add_row(*map(escape, row))
     out.print(table)
+    for r in requests:  # what each approval would cover: the code, where it came from, terms
+        out.print(_terms_text(store, r), soft_wrap=True, markup=False, highlight=False)
     out.print(
-        "[dim]medfed node approve SHA  ·  medfed node reject SHA --reason TEXT[/]", soft_wrap=True
+        "[dim]medfed node approve ID  ·  medfed node reject ID --reason TEXT[/]", soft_wrap=True
     )
+
+
+def _terms_text(store: ApprovalStore, r: Request) -> str:
+    from medfed.site.approval import flat_terms, terms_changes
+
+    lines = [f"{_short(r.approval_id)}  code sha256 {r.task_sha256}"]
+    if r.origin:
+        lines.append(f"    from: {r.origin}")
+    if r.terms is None:
+        lines.append("    settings: not bound (decided on the code alone by an earlier medfed)")
+    else:
+        lines += [f"    {key} = {value}" for key, value in flat_terms(r.terms).items()]
+        before = store.approved_before(r) if r.status.value == "pending" else None
+        if before is not None:
+            changes = terms_changes(before.terms, r.terms)
+            lines.append(f"    changed since you approved {_short(before.approval_id)}:")
+            lines += [f"      {change}" for change in changes]
+    return "\n".join(lines)
 
 
 def _decided(verb: str, decision: Decision) -> None:
     from medfed.cli.console import out
 
     r = decision.request
-    what = f"task {r.task_name!r} ({_short(r.task_sha256)}) of job {r.job} from {r.researcher}"
+    what = (
+        f"task {r.task_name!r} ({_short(r.approval_id)}, code {_short(r.task_sha256)}) of job "
+        f"{r.job} from {r.researcher}"
+    )
     if not decision.changed:
         when = _when(r.decided_at)
         out.print(
@@ -154,7 +177,11 @@ def approve(
     reason: str,
     override: bool,
 ) -> None:
-    """Let the task whose hash starts with SHA_PREFIX run at this site."""
+    """Let the request whose id (or code hash) starts with SHA_PREFIX run at this site.
+
+    An approval covers that code with the settings `medfed node pending` shows: the same
+    code with other settings is a new request.
+    """
     from medfed.site.approval import ApprovalStore
 
     store = ApprovalStore.in_state(_state_dir(state, kit), create=False)
@@ -177,7 +204,7 @@ def reject(
     by: str | None,
     override: bool,
 ) -> None:
-    """Refuse the task whose hash starts with SHA_PREFIX; it will not run at this site."""
+    """Refuse the request whose id (or code hash) starts with SHA_PREFIX; it will not run here."""
     from medfed.site.approval import ApprovalStore
 
     store = ApprovalStore.in_state(_state_dir(state, kit), create=False)

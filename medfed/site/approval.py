@@ -47,6 +47,8 @@ __all__ = [
     "Request",
     "Status",
     "approval_id",
+    "flat_terms",
+    "terms_changes",
 ]
 
 APPROVALS_FILE = "approvals.sqlite"
@@ -113,6 +115,31 @@ def _canonical(terms: Mapping[str, Any] | None) -> str | None:
     if len(text) > MAX_TERMS_BYTES:
         raise UsageError(f"a job's terms are over {MAX_TERMS_BYTES >> 10} KiB; refused")
     return text
+
+
+def flat_terms(terms: Mapping[str, Any] | None) -> dict[str, str]:
+    """Terms as ``dotted.key -> value`` text, sorted, for a steward to read."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping) and value:
+            for key in sorted(value):
+                walk(f"{prefix}.{key}" if prefix else str(key), value[key])
+        else:
+            out[prefix] = json.dumps(value, sort_keys=True)
+
+    walk("", dict(terms or {}))
+    return out
+
+
+def terms_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[str]:
+    """What differs from ``before`` to ``after``: ``"key: old → new"`` per changed setting."""
+    old, new = flat_terms(before), flat_terms(after)
+    return [
+        f"{key}: {old.get(key, '(unset)')} → {new.get(key, '(unset)')}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
 
 
 def approval_id(task_sha256: str, terms: Mapping[str, Any] | None = None) -> str:
