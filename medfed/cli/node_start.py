@@ -112,6 +112,7 @@ def start(
         dataset=data_name,
         kit=k,
     )
+    agent.lock()  # one node per state folder: a second one is refused here, before it serves
     err.print(
         f"[dim]{time.strftime('%H:%M:%S')}[/] node [bold]{escape(k.name)}[/] "
         f"({dataset.site(name).num_train} training records) → {escape(k.coordinator_url)}"

@@ -9,14 +9,22 @@ Models move through files, never as whole ``bytes``: the round's model is downlo
 and memory-mapped, and an update is streamed into the outbox (:mod:`.outbox`) and uploaded
 chunk by chunk from there; a reply whose upload was cut is sent again after a restart
 without training again.
+
+What the coordinator sends is another party's input: ids and hashes are checked before they
+become part of a path or a URL, its text is only ever printed as text, a reply it refuses for
+good becomes a failure report instead of a retry, and no exception (not even one of the
+``on_event`` printer) stops the agent. One state folder serves one node: :meth:`NodeAgent.lock`.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import math
+import os
 import random
 import re
 import time
@@ -53,6 +61,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_TASK_ID = 2**31 - 1
 _OPERATIONS = frozenset(op.value for op in Operation)
 _STAGE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # secagg/<stage key>
+LOCK_FILE = "node.lock"  # in the state folder: held (flock) by the one node that serves it
 
 
 class ProtocolError(MedfedError):
@@ -102,6 +111,7 @@ class NodeAgent:
     _reported: dict[str, str] = field(default_factory=dict)
     _refused: dict[str, str] = field(default_factory=dict)
     _given_up: dict[int, str] = field(default_factory=dict)  # tasks refused for good
+    _lock_fd: int | None = None
     _stop: bool = False
 
     def __post_init__(self) -> None:
@@ -114,7 +124,50 @@ class NodeAgent:
     def stop(self) -> None:
         self._stop = True
 
+    def lock(self) -> None:
+        """Take this state folder for this agent, for its life: a second node started with
+        the same state (its outbox, ledger and budget) is refused instead of racing this one.
+
+        An exclusive ``flock`` on ``STATE/node.lock``, released when the process ends (also
+        on kill -9); the file names the holder's pid. Idempotent.
+        """
+        if self._lock_fd is not None:
+            return
+        state = self.settings.state_dir
+        fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise UsageError(
+                f"another node is already running with the state folder {state}{pid}; "
+                "stop it first, or give this node a state folder of its own (--state)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Give the state folder up (the agent has stopped serving)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
     def run(self) -> None:
+        locked_here = self._lock_fd is None
+        self.lock()
+        try:
+            self._serve()
+        finally:
+            if locked_here:
+                self.unlock()
+
+    def _serve(self) -> None:
         backoff = 1.0
         while not self._stop:
             try:

@@ -10,9 +10,10 @@ and only then is the ``.json`` marker written: a marker means "recorded, may be 
 upload reads the file chunk by chunk. If the connection stalls or the node restarts, the
 coordinator hands the same task out again and the node sends the waiting reply instead of
 training again; the coordinator already holds the chunks that arrived, so the upload resumes.
-An entry is removed once the reply is accepted or refused, and any entry of another task
-(a round that closed meanwhile) or temporary file is removed when the next task starts, so at
-most one reply waits here.
+An entry is removed once the reply is accepted or refused for good (a 4xx: the node then
+reports a failure for the task instead, which waits here in its place); a refusal that may
+pass (a 5xx, 429) leaves it waiting. Any entry of another task (a round that closed meanwhile)
+or temporary file is removed when the next task starts, so at most one reply waits here.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ by changing what its database hands out, and the node is a real agent with a rea
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -468,6 +471,71 @@ def test_a_refusal_that_may_pass_keeps_the_reply_and_one_for_good_replaces_it(
     with pytest.raises(MedfedError, match="gives up"):
         agent._run_task(task())  # the same task handed out again
     assert trained == [3] and client.replies == [] and agent.outbox.waiting(11) is None
+
+
+# -- one state folder, one node ----------------------------------------------------------------
+
+
+def test_a_second_agent_on_the_same_state_folder_is_refused(
+    live: LiveCoordinator, tmp_path: Path
+) -> None:
+    import threading
+
+    from medfed.errors import UsageError
+
+    state = tmp_path / "state"
+    with _agent(live, SITES[0], state) as (first, _), _agent(live, SITES[0], state) as (second, _):
+        serving = threading.Thread(target=first.run, name="first-node", daemon=True)
+        serving.start()
+        try:
+            _wait_for(lambda: (state / "node.lock").is_file(), 10, "the first node's lock")
+            with pytest.raises(UsageError, match="another node is already running") as refused:
+                second.run()  # refused at once, before it polls
+            assert str(state) in str(refused.value) and f"pid {os.getpid()}" in str(refused.value)
+        finally:
+            first.stop()
+            serving.join(15)
+        assert not serving.is_alive()
+        second.lock()  # the first one stopped and gave the folder up
+        second.unlock()
+
+
+@pytest.mark.integration
+def test_a_second_node_start_with_the_same_kit_and_state_is_refused(
+    live: LiveCoordinator, tmp_path: Path
+) -> None:
+    site = SITES[1]
+    args = [
+        sys.executable,
+        "-m",
+        "medfed",
+        "node",
+        "start",
+        "--kit",
+        str(live.kits / "sites" / site),
+        "--data",
+        "breast-cancer",
+        "--site",
+        DATA_SITE,
+        "--state",
+        str(tmp_path / "state"),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    log_path = tmp_path / "first.log"
+    with open(log_path, "w") as log:
+        first = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_for(lambda: "training records" in log_path.read_text(), 60, "the first banner")
+        second = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "another node is already running" in second.stderr, second.stderr
+        assert f"pid {first.pid}" in second.stderr and "--state" in second.stderr
+        assert "training records" not in second.stderr  # refused before it serves
+        assert "Traceback" not in second.stderr
+        assert first.poll() is None, log_path.read_text()
+    finally:
+        first.terminate()
+        first.wait(30)
 
 
 # -- what the coordinator names is printed as text -------------------------------------------
