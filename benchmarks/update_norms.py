@@ -52,6 +52,11 @@ SCENARIOS = [
         1,
     ),
     Scenario(
+        "synthetic-ehr, 10 sites, size skew 2.0",
+        DataConfig("synthetic-ehr", sites=10, options={"size_skew": 2.0, "alpha": 0.5}),
+        1,
+    ),
+    Scenario(
         "synthetic-ehr, 5 sites, 5 epochs, size skew 1.0",
         DataConfig("synthetic-ehr", sites=5, options={"size_skew": 1.0}),
         5,
