@@ -44,7 +44,7 @@ from medfed.federation.outbox import Outbox, Waiting
 from medfed.privacy.config import PrivacyConfig
 from medfed.records import Operation, Params, Reply, SiteFailure
 from medfed.serde import instruction_from_wire, reply_to_header
-from medfed.site.approval import ApprovalStore
+from medfed.site.approval import ApprovalStore, approval_id
 from medfed.site.ledger import EgressLedger
 from medfed.site.runtime import SiteRuntime
 from medfed.tensor_file import open_params
@@ -60,6 +60,8 @@ _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_TASK_ID = 2**31 - 1
 _OPERATIONS = frozenset(op.value for op in Operation)
+# the job's settings an approval covers, with its code and the data set (see _terms)
+_TERMS = ("train", "data_spec", "privacy", "rounds", "min_sites")
 _STAGE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # secagg/<stage key>
 LOCK_FILE = "node.lock"  # in the state folder: held (flock) by the one node that serves it
 
@@ -245,9 +247,22 @@ class NodeAgent:
             raise ProtocolError(f"the coordinator announced job {job_id} with no valid task name")
         researcher = _checked_id(researcher, f"job {job_id}'s researcher")
         self._announced[job_id] = job
-        status = self.approvals.request(
-            task_sha256=sha, job=job_id, task_name=task_name, researcher=researcher
+        terms = self._terms(job)
+        name = job.get("name")
+        origin = (
+            f"researcher {researcher}, job {job_id}"
+            + (f" ({name!r})" if isinstance(name, str) and 0 < len(name) <= 200 else "")
+            + f", via {self.client.base_url}"
         )
+        status = self.approvals.request(
+            task_sha256=sha,
+            job=job_id,
+            task_name=task_name,
+            researcher=researcher,
+            terms=terms,
+            origin=origin,
+        )
+        request_id = approval_id(sha, terms)
         decision = _value(status)
         if self.settings.require:
             try:  # the steward's minimum protection: a job without it is declined at once
@@ -257,12 +272,12 @@ class NodeAgent:
                     self._say(f"job {job_id} declined: {exc}")
                 decision = "rejected"
         if self.settings.auto_approve and decision == "pending":
-            self.approvals.approve(sha, by="auto-approve (development mode)")
+            self.approvals.approve(request_id, by="auto-approve (development mode)")
             decision = "approved"
         if decision == "pending" and self._reported.get(job_id) != "pending":
             self._say(
                 f"job {job_id} ({job['task_name']}) waits for your approval: "
-                f"medfed node approve {sha[:12]}"
+                f"medfed node pending, then medfed node approve {request_id[:12]}"
             )
         if job.get("approval") != decision and self._reported.get(job_id) != decision:
             self.client.post_json(f"/v1/jobs/{job_id}/approval", {"status": decision})
@@ -270,6 +285,15 @@ class NodeAgent:
             if decision == "approved":
                 self._say(f"job {job_id} approved: this site takes part")
         return job_id
+
+    def _terms(self, job: dict[str, Any]) -> dict[str, Any]:
+        """What an approval of this job covers besides its code: the settings it runs with
+        and the data set it would use here (:mod:`medfed.site.approval`)."""
+        return {
+            "dataset": self.dataset,
+            "task_name": job.get("task_name"),
+            **{key: job.get(key) for key in _TERMS},
+        }
 
     def _finish_ended(self, running: set[str]) -> None:
         """Jobs no longer running: release the privacy budget they reserved but did not use."""
@@ -287,8 +311,10 @@ class NodeAgent:
         train = announced.get("train", {})
         code = self.client.get_bytes(f"/v1/jobs/{job_id}/bundle")
         sha = hashlib.sha256(code).hexdigest()
-        if _value(self.approvals.status(sha)) != "approved":
-            raise PermissionError("this job's code has not been approved at this site")
+        if _value(self.approvals.status(sha, self._terms(announced))) != "approved":
+            raise PermissionError(
+                "this job's code with these settings has not been approved at this site"
+            )
         path = self.settings.state_dir / "tasks" / f"{sha}.py"
         path.write_bytes(code)
         from medfed.site.task_loading import load_task

@@ -488,7 +488,8 @@ def test_a_second_agent_on_the_same_state_folder_is_refused(
         serving = threading.Thread(target=first.run, name="first-node", daemon=True)
         serving.start()
         try:
-            _wait_for(lambda: (state / "node.lock").is_file(), 10, "the first node's lock")
+            lock = state / "node.lock"  # the pid is written just after the lock is taken
+            _wait_for(lambda: lock.is_file() and lock.read_text().strip(), 10, "the first lock")
             with pytest.raises(UsageError, match="another node is already running") as refused:
                 second.run()  # refused at once, before it polls
             assert str(state) in str(refused.value) and f"pid {os.getpid()}" in str(refused.value)

@@ -167,3 +167,115 @@ def test_a_printer_that_raises_does_not_stop_the_node(
                 cancel(live, job["id"])
     assert not thread.is_alive() and not failed, failed
     assert "the terminal went away" in caplog.text
+
+
+# -- approval binds what runs ------------------------------------------------------------------
+
+
+def _submit_config(live: LiveCoordinator, config: JobConfig, name: str) -> dict[str, Any]:
+    model = breast_mlp()
+    client = live.client("bob")
+    job: dict[str, Any] = client.post_json(
+        "/v1/jobs",
+        {
+            "name": name,
+            "task_name": "breast_mlp",
+            "bundle_sha256": client.upload_blob(model.task_bytes),
+            "initial_sha256": client.upload_blob(model.initial_bytes),
+            "config": config.to_json(),
+        },
+    )
+    return job
+
+
+def test_an_approved_code_hash_does_not_cover_other_settings_or_another_data_set(
+    live: LiveCoordinator, tmp_path: Path
+) -> None:
+    """A job reusing approved code with local_epochs = 1000, or for another data set, waits
+    for the steward, who sees its settings, where it came from and what changed."""
+    from click.testing import CliRunner
+
+    from medfed.cli.main import cli
+    from medfed.config import TrainSettings
+    from medfed.site.approval import ApprovalStore
+
+    site = SITES[2]
+    dataset = load_dataset("breast-cancer")
+    client = client_for_kit(live.kit(site), timeout=30)
+    state = tmp_path / "state"
+    events: list[str] = []
+    agent = NodeAgent(
+        client=client,
+        site=site,
+        data=dataset.site(site),
+        spec=dataset.spec,
+        settings=NodeSettings(state_dir=state, poll_wait=1.0, max_backoff=1.0),
+        on_event=events.append,
+        dataset="breast-cancer",
+        kit=live.kit(site),
+    )
+    spec = breast_mlp().data_spec
+    jobs: list[dict[str, Any]] = []
+    try:
+        first = _submit_config(
+            live, JobConfig(rounds=1, min_sites=1, round_timeout=60, data_spec=spec), "first"
+        )
+        jobs.append(first)
+        _wait_for(
+            lambda: (
+                agent.step(wait=1) is not None and bool(ApprovalStore.in_state(state).pending())
+            ),
+            30,
+            "the first request",
+        )
+        [request] = ApprovalStore.in_state(state).pending()
+        approved = CliRunner().invoke(
+            cli, ["node", "approve", request.approval_id[:12], "--state", str(state), "--by", "s"]
+        )
+        assert approved.exit_code == 0, approved.output
+        _wait_for(
+            lambda: (
+                agent.step(wait=0) is not None and _approval(live, first["id"], site) == "approved"
+            ),
+            30,
+            "the first job approved",
+        )
+        cancel(live, first["id"])
+
+        # the same code, a thousand local epochs: a new request, pending, not run
+        more = JobConfig(
+            rounds=1,
+            min_sites=1,
+            round_timeout=60,
+            data_spec=spec,
+            train=TrainSettings(local_epochs=1000),
+        )
+        elsewhere = JobConfig(
+            rounds=1, min_sites=1, round_timeout=60, data_spec={**spec, "data": "lung"}
+        )
+        second = _submit_config(live, more, "more-epochs")
+        third = _submit_config(live, elsewhere, "other-data")
+        jobs += [second, third]
+        for job in (second, third):
+            _wait_for(
+                lambda job=job: (
+                    agent.step(wait=0) is not None and _approval(live, job["id"], site) == "pending"
+                ),
+                30,
+                f"{job['name']} reported pending",
+            )
+        assert live.coordinator.store.approvals(second["id"]).get(site) == "pending"
+        shown = CliRunner().invoke(cli, ["node", "pending", "--state", str(state)])
+        assert shown.exit_code == 0, shown.output
+        text = shown.output
+        assert "train.local_epochs = 1000" in text, text
+        assert "train.local_epochs: 1 → 1000" in text, text  # what changed since approved
+        assert 'data_spec.data: (unset) → "lung"' in text, text
+        assert "researcher bob, job" in text and "'more-epochs'" in text and live.url in text
+        assert request.approval_id[:12] in text  # the approval the change is measured from
+        # and no task of the unapproved jobs was run here
+        assert not any("round 1" in e and second["id"] in e for e in events), events
+    finally:
+        client.close()
+        for job in jobs:
+            cancel(live, job["id"])
