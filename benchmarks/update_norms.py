@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medfed.config import DataConfig, EvaluationConfig, RunConfig, TrainSettings
+from medfed.config import DataConfig, EvaluationConfig, RunConfig, TrainSettings, UpdateBounds
 from medfed.orchestration.driver import RoundResult
 from medfed.orchestration.simulation import simulate
 from medfed.orchestration.validate import (
@@ -94,6 +94,7 @@ def measure(scenario: Scenario, *, seed: int, rounds: int) -> tuple[float, float
         data=scenario.data,
         train=TrainSettings(local_epochs=scenario.epochs, batch_size=scenario.batch_size),
         evaluation=EvaluationConfig(every=0),
+        bounds=UpdateBounds(),  # a federation's defaults (a simulation has none unless asked)
     )
     simulate(config, observers=[Watch()])
     return max(norm_ratios), max(example_ratios), clipped

@@ -103,6 +103,11 @@ class UpdateBounds:
     examples_factor: float = 100.0
     max_examples: int = 0
 
+    @classmethod
+    def none(cls) -> UpdateBounds:
+        """No bound at all (each update is aggregated as it arrives)."""
+        return cls(norm_factor=0.0, examples_factor=0.0, max_examples=0)
+
     def __post_init__(self) -> None:
         for name in ("norm_factor", "examples_factor"):
             value = getattr(self, name)
@@ -184,7 +189,9 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    bounds: UpdateBounds = field(default_factory=UpdateBounds)
+    # a simulation's sites are the user's own: no bounds unless a [bounds] table asks (an empty
+    # table gives a federation's defaults, which hold a round's updates in memory to bound them)
+    bounds: UpdateBounds = field(default_factory=UpdateBounds.none)
     # no protection unless asked; a [privacy] table in a run file turns secure aggregation on
     privacy: PrivacyConfig = field(default_factory=lambda: PrivacyConfig(secure_aggregation=False))
 

@@ -115,7 +115,9 @@ class RoundDriver:
         privacy: ServerPrivacy | None = None,
         bounds: UpdateBounds | None = None,
     ) -> None:
-        self.bounds = UpdateBounds() if bounds is None else bounds
+        # no bounds unless given: a simulation's sites are the user's own; a federation's job
+        # passes its [bounds] (the defaults of UpdateBounds unless the researcher set them)
+        self.bounds = UpdateBounds.none() if bounds is None else bounds
         self.secure = secure
         self.privacy = privacy
         self.strategy = strategy
@@ -181,9 +183,12 @@ class RoundDriver:
         train_metrics: dict[str, Metrics] = {}
         trained: list[str] = []
         bits: list[float] = []
-        # checked updates wait for the round's last one: each is bounded relative to the round
-        # (memory-mapped in a federation, so holding them costs no memory there)
+        # with bounds relative to the round, checked updates wait for the round's last one
+        # (memory-mapped in a federation, so holding them costs no memory there); without,
+        # each is added as it arrives and only an absolute cap on its claim applies
+        relative = bool(self.bounds.norm_factor or self.bounds.examples_factor)
         held: list[Bounded] = []
+        bounded: dict[str, str] = {}
         for reply in self.backend.exchange(requests, timeout=self.timeout):
             if reply.failure is not None:
                 failures[reply.site] = reply.failure
@@ -203,7 +208,14 @@ class RoundDriver:
                 update = reply.update
                 if self.privacy is not None:  # DP-FedAvg: every site counts once
                     update = dataclasses.replace(update, num_examples=1)
-                held.append(Bounded(reply.site, update, l2_norm(update.delta)))
+                if relative:
+                    held.append(Bounded(reply.site, update, l2_norm(update.delta)))
+                else:
+                    [b] = bound_updates([Bounded(reply.site, update, math.nan)], self.bounds)
+                    aggregator.add(b.site, b.update)
+                    if b.note is not None:
+                        bounded[b.site] = b.note
+                    del b, update
             trained.append(reply.site)
             if reply.metrics is not None:
                 train_metrics[reply.site] = reply.metrics
@@ -211,7 +223,6 @@ class RoundDriver:
                 if bit is not None and math.isfinite(bit):
                     bits.append(bit)
             del reply
-        bounded: dict[str, str] = {}
         for b in bound_updates(held, self.bounds):
             aggregator.add(b.site, b.update)
             if b.note is not None:
