@@ -217,9 +217,7 @@ class Store:
 
         def revoke(c: Connection) -> None:
             nonlocal known
-            seen = c.execute(
-                select(participants.c.role).where(participants.c.name == name)
-            ).first()
+            seen = c.execute(select(participants.c.role).where(participants.c.name == name)).first()
             known = seen is not None and seen[0] != "unknown"
             res = c.execute(
                 update(participants)
