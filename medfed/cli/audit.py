@@ -355,10 +355,10 @@ def _finish(
     protected_leaks: bool,
 ) -> None:
     from medfed.audit.report import write_json
-    from medfed.cli.console import out
+    from medfed.cli.console import out, text
 
     if json_path is not None:
         written = write_json(report, json_path)
-        out.print(f"[dim]wrote {written}[/]")
+        out.print(f"[dim]wrote {text(written)}[/]")
     if fail_on_leak and protected_leaks:
         raise click.exceptions.Exit(1)

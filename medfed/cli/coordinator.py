@@ -154,10 +154,7 @@ def revoke(kit: Path, name: str, reason: str, force: bool) -> None:
     if not reply.get("known", True):
         if not force:  # the list said otherwise; the revocation's own answer counts
             raise never_seen(seen, revoked=True)
-        warn(
-            f"{escape(name)} never contacted this coordinator: it is revoked ahead of its "
-            "first contact"
-        )
+        warn(f"{name} never contacted this coordinator: it is revoked ahead of its first contact")
     out.print(f"revoked [bold]{escape(name)}[/]: every further request from it is refused")
 
 
@@ -171,7 +168,7 @@ def audit(kit: Path, limit: int) -> None:
     from rich import box
     from rich.table import Table
 
-    from medfed.cli.console import out
+    from medfed.cli.console import out, text
     from medfed.cli.remote import client
 
     with client(kit) as c:
@@ -179,14 +176,14 @@ def audit(kit: Path, limit: int) -> None:
     table = Table(box=box.SIMPLE_HEAD)
     for col in ("time", "who", "action", "target", "outcome", "detail"):
         table.add_column(col)
-    for r in rows:
+    for r in rows:  # the coordinator's text, some of it another party's: never markup
         when = time.strftime("%H:%M:%S", time.localtime(r["time"]))
         table.add_row(
             when,
-            f"{r['principal']} ({r['role']})",
-            r["action"],
-            r["target"],
-            r["outcome"],
-            r["detail"][:60],
+            text(f"{r['principal']} ({r['role']})"),
+            text(r["action"]),
+            text(r["target"]),
+            text(r["outcome"]),
+            text(str(r["detail"])[:60]),
         )
     out.print(table)

@@ -103,7 +103,7 @@ def submit(
     The initial model is built here, from your code; the coordinator never runs it. Each
     site's data steward must approve this exact file before their site takes part.
     """
-    from medfed.cli.console import out
+    from medfed.cli.console import out, text
     from medfed.cli.remote import client
     from medfed.cli.simulate import refuse_dp_flags_without_dp
     from medfed.config import TrainSettings
@@ -177,11 +177,12 @@ def submit(
             },
         )
     out.print(
-        f"submitted [bold]{view['id']}[/] ({view['name']}); task sha256 {bundle_sha}",
+        f"submitted [bold]{text(view['id'])}[/] ({text(view['name'])}); task sha256 "
+        f"{text(bundle_sha)}",
         soft_wrap=True,
     )
     out.print(
-        f"each site's data steward approves it with: medfed node approve {bundle_sha[:12]}",
+        f"each site's data steward approves it with: medfed node approve {text(bundle_sha[:12])}",
         soft_wrap=True,
     )
 
@@ -194,7 +195,7 @@ def list_(kit: Path, insecure: bool) -> None:
     from rich import box
     from rich.table import Table
 
-    from medfed.cli.console import out
+    from medfed.cli.console import out, text
     from medfed.cli.remote import client
 
     with client(kit, insecure=insecure) as c:
@@ -203,10 +204,10 @@ def list_(kit: Path, insecure: bool) -> None:
     for col in ("job", "name", "status", "rounds", "submitted"):
         table.add_column(col)
     for r in rows:
-        table.add_row(
-            r["id"],
-            r["name"],
-            r["status"],
+        table.add_row(  # the coordinator's text: never markup
+            text(r["id"]),
+            text(r["name"]),
+            text(r["status"]),
             f"{r['rounds_done']}/{r['rounds']}",
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])),
         )
@@ -217,18 +218,21 @@ def _print_status(view: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table
 
-    from medfed.cli.console import out
+    from medfed.cli.console import out, text
 
+    # every string in a view is the coordinator's (some of it a site's): printed as text
     out.print(
-        f"[bold]{view['id']}[/] {view['name']}: [bold]{view['status']}[/], round "
-        f"{view['rounds_done']} of {view['rounds']}"
-        + (f" — {view['error']}" if view.get("error") else "")
+        f"[bold]{text(view['id'])}[/] {text(view['name'])}: [bold]{text(view['status'])}[/], "
+        f"round {text(view['rounds_done'])} of {text(view['rounds'])}"
+        + (f" — {text(view['error'])}" if view.get("error") else "")
     )
     sites = view.get("sites", {})
     if sites:
-        out.print("sites: " + ", ".join(f"{s} ({a})" for s, a in sorted(sites.items())))
+        out.print("sites: " + ", ".join(text(f"{s} ({a})") for s, a in sorted(sites.items())))
     if view.get("pending_sites"):
-        out.print("[yellow]waiting for approval at:[/] " + ", ".join(view["pending_sites"]))
+        out.print(
+            "[yellow]waiting for approval at:[/] " + ", ".join(map(text, view["pending_sites"]))
+        )
     rounds = view.get("rounds_detail", [])
     if rounds:
         table = Table(box=box.SIMPLE_HEAD, title="federated evaluation per round")
@@ -243,7 +247,7 @@ def _print_status(view: dict[str, Any]) -> None:
                 return "—" if ev.get(key) is None else f"{ev[key]:.3f}"
 
             cells = [
-                str(r["round"]),
+                text(r["round"]),
                 str(len(r["trained"])),
                 str(len(r["failures"])),
                 f("loss"),
@@ -260,14 +264,14 @@ def _print_status(view: dict[str, Any]) -> None:
         if last.get("epsilon") is not None:
             out.print(
                 f"privacy: ε = {last['epsilon']:.3g} at δ = {last.get('delta', 0):g} after "
-                f"round {rounds[-1]['round']} (client level, noise multiplier "
+                f"round {text(rounds[-1]['round'])} (client level, noise multiplier "
                 f"{last.get('noise_multiplier', 0):.3g})"
             )
         per_site = rounds[-1].get("epsilon_per_site") or {}
         if per_site:  # sample level: each site's DP-SGD accountant
             out.print(
-                f"privacy: ε per site after round {rounds[-1]['round']} (sample level, "
-                "DP-SGD): " + ", ".join(f"{s} {e:.3g}" for s, e in sorted(per_site.items()))
+                f"privacy: ε per site after round {text(rounds[-1]['round'])} (sample level, "
+                "DP-SGD): " + ", ".join(f"{text(s)} {e:.3g}" for s, e in sorted(per_site.items()))
             )
 
 
@@ -342,4 +346,7 @@ def download(kit: Path, insecure: bool, job_id: str, out: Path | None) -> None:
         view = c.get_json(f"/v1/jobs/{job_id}")
         # streamed to TARGET.part, checked, then renamed: a broken download resumes
         c.download_blob_to(view["params_sha256"], target)
-    console.print(f"wrote {target} (round {view['rounds_done']}, sha256 {view['params_sha256']})")
+    console.print(
+        f"wrote {target} (round {view['rounds_done']}, sha256 {view['params_sha256']})",
+        markup=False,
+    )

@@ -313,9 +313,8 @@ def show(state: Path | None, kit: Path | None, job: str | None, last: int | None
                 totals.add_row(escape(t.job), str(t.messages), f"{t.bytes:,}", eps)
         out.print(totals)
     else:
-        warn(
-            escape(problem)
-            + "; shown up to the last entry that verifies (see `medfed node ledger verify`)"
+        warn(  # printed as text
+            problem + "; shown up to the last entry that verifies (see `medfed node ledger verify`)"
         )
 
 
@@ -330,7 +329,6 @@ def show(state: Path | None, kit: Path | None, job: str | None, last: int | None
 )
 def verify(state: Path | None, kit: Path | None, anchor: str | None) -> None:
     """Prove the ledger untampered: exit 0 when every entry and link checks, 1 otherwise."""
-    from rich.markup import escape
 
     from medfed.cli.console import error, out
     from medfed.site.ledger import LedgerHead
@@ -347,7 +345,7 @@ def verify(state: Path | None, kit: Path | None, anchor: str | None) -> None:
             f"ledger intact: {check.count} entries, head {check.head}", soft_wrap=True, markup=False
         )
         return
-    error(escape(f"ledger broken at entry {check.first_bad_seq}: {check.reason}"))
+    error(f"ledger broken at entry {check.first_bad_seq}: {check.reason}")  # printed as text
     click.get_current_context().exit(1)
 
 

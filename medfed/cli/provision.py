@@ -36,7 +36,7 @@ def provision(consortium: Path, out: Path | None, add: str | None, role: str | N
     from rich.table import Table
 
     from medfed.cli.console import out as console
-    from medfed.cli.console import warn
+    from medfed.cli.console import text, warn
     from medfed.federation import pki
 
     if (add is None) != (role is None):
@@ -50,12 +50,12 @@ def provision(consortium: Path, out: Path | None, add: str | None, role: str | N
         kits, ca_key = list(result.kits), result.ca_key
         title = f"Startup kits for {result.consortium}"
         caption = f"coordinator URL: {result.coordinator_url}"
-    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD)
+    table = Table(title=text(title), caption=text(caption), box=box.SIMPLE_HEAD)
     table.add_column("participant", no_wrap=True)
     table.add_column("role")
     table.add_column("folder", overflow="fold")
     for kit in kits:
-        table.add_row(kit.name, kit.role, str(kit.path))
+        table.add_row(text(kit.name), text(kit.role), text(kit.path))
     console.print(table)
     warn(
         f"{ca_key} can issue identities for anyone: keep it offline (it is needed only to add "

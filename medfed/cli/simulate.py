@@ -280,7 +280,7 @@ def _privacy_lines(result: SimulationResult, *, delta: float) -> list[str]:
 def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from medfed.cli.console import err, out
+    from medfed.cli.console import err, out, text
     from medfed.errors import MedfedError, RunInterrupted, UsageError
     from medfed.orchestration.driver import RoundResult
     from medfed.orchestration.run_store import RunStore
@@ -299,7 +299,7 @@ def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
         raise UsageError(
             f"cannot write the run folder {config.out}: {exc.strerror or exc}; choose another --out"
         ) from None
-    out.print(f"[bold]{title}[/]  →  run folder [cyan]{store.path}[/]")
+    out.print(f"[bold]{text(title)}[/]  →  run folder [cyan]{text(store.path)}[/]")
     history: list[RoundResult] = []
     started = time.perf_counter()
 
@@ -330,7 +330,7 @@ def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
                 self.tasks[key] = self.progress.add_task("baselines", total=total * (n_sites + 1))
             self.progress.advance(self.tasks[key])
             if key == "baselines":
-                self.progress.update(self.tasks[key], description=f"baselines  {label}")
+                self.progress.update(self.tasks[key], description=f"baselines  {text(label)}")
 
     def partial(status: str) -> SimulationResult:
         return SimulationResult(
@@ -388,5 +388,5 @@ def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
         out.print(line, soft_wrap=True, markup=False)
     out.print(
         f"done in {result.seconds:.1f} s · model, metrics (JSONL, CSV), config and summary in "
-        f"[cyan]{Path(config.out)}[/]"
+        f"[cyan]{text(Path(config.out))}[/]"
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.federation.server import LiveCoordinator, live_coordinator
+from tests.federation.server import LiveCoordinator, live_coordinator, submit_job
 
 TASK_FILE = Path(__file__).resolve().parents[2] / "examples" / "breast_mlp.py"
 
@@ -223,6 +223,8 @@ def test_a_run_without_dp_prints_no_epsilon(tmp_path: Path) -> None:
 def test_dp_sgd_silences_only_the_secure_rng_warning_and_only_around_opacus() -> None:
     import warnings
 
+    import opacus  # noqa: F401 - imported first: its own import may add filters of its own
+
     from medfed.site.dp_sgd import DPSGD
 
     before = list(warnings.filters)
@@ -232,3 +234,58 @@ def test_dp_sgd_silences_only_the_secure_rng_warning_and_only_around_opacus() ->
         assert warnings.filters[0][0] == "always"  # the caller's filters are back
     assert not [w for w in caught if "Secure RNG" in str(w.message)], caught
     assert warnings.filters == before
+
+
+# -- 7. text from a config or another party is never read as Rich markup ----------------------
+
+MARKUP = "[/oops] [bold red]x"
+
+
+def test_error_and_warn_print_markup_literally(capsys: pytest.CaptureFixture[str]) -> None:
+    from medfed.cli.console import error, warn
+
+    error(f"bad {MARKUP}")
+    warn(f"odd {MARKUP}")
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: bad {MARKUP}",
+        f"warning: odd {MARKUP}",
+    ]
+
+
+def test_a_mistake_quoting_markup_is_one_sentence(tmp_path: Path) -> None:
+    proc = medfed("simulate", "--data", MARKUP, "--out", str(tmp_path / "r"))
+    _assert_clean_error(proc, repr(MARKUP))
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("rounds = 1\ntrain = 3\n")
+    _assert_clean_error(medfed("simulate", "--config", str(cfg)), "[train] must be a table")
+
+
+def test_an_out_folder_named_like_markup_is_printed_as_named(tmp_path: Path) -> None:
+    out = tmp_path / "[bold]run"
+    proc = medfed("simulate", "--rounds", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert str(out) in proc.stdout.replace("\n", ""), proc.stdout
+
+
+def test_another_partys_text_is_printed_as_text(live: LiveCoordinator) -> None:
+    job = submit_job(live, name=f"job {MARKUP}")
+    bob = str(live.kits / "researchers" / "bob")
+    listed = medfed("job", "list", "--kit", bob, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "[/oops]" in listed.stdout, listed.stdout
+    status = medfed("job", "status", job["id"], "--kit", bob, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert f"job {MARKUP}" in status.stdout, status.stdout
+    audit = medfed("admin", "audit", "--kit", str(live.kits / "admins" / "alice"), timeout=60)
+    assert audit.returncode == 0, audit.stderr
+    assert "[/oops]" in audit.stdout, audit.stdout
+
+
+def test_job_submit_prints_a_name_with_markup_as_given(live: LiveCoordinator) -> None:
+    proc = medfed(
+        "job", "submit", str(TASK_FILE), "--kit", str(live.kits / "researchers" / "carol"),
+        "--data", "breast-cancer", "--rounds", "1", "--name", MARKUP,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"({MARKUP})" in proc.stdout, proc.stdout
