@@ -75,6 +75,26 @@ def job() -> None:
     "--target-epsilon", type=float, default=None, help="Calibrate the noise to this ε instead."
 )
 @click.option("--delta", type=float, default=None, help="DP δ [1e-5].")
+@click.option(
+    "--norm-factor",
+    type=float,
+    default=None,
+    help="Scale down an update whose L2 norm is over this many times the round's median "
+    "(0: no bound) [100].",
+)
+@click.option(
+    "--examples-factor",
+    type=float,
+    default=None,
+    help="Count a site claiming over this many times the round's median number of examples "
+    "at that cap (0: no bound) [100].",
+)
+@click.option(
+    "--max-examples",
+    type=int,
+    default=None,
+    help="The most examples any site may claim in a round (0: no cap) [0].",
+)
 def submit(
     kit: Path,
     insecure: bool,
@@ -97,6 +117,9 @@ def submit(
     noise_multiplier: float | None,
     target_epsilon: float | None,
     delta: float | None,
+    norm_factor: float | None,
+    examples_factor: float | None,
+    max_examples: int | None,
 ) -> None:
     """Submit TASK_FILE (a Python task module defining `task`) as a federated job.
 
@@ -155,6 +178,15 @@ def submit(
             "data": data_name,
         },
         privacy=privacy,
+        bounds={
+            k: v
+            for k, v in (
+                ("norm_factor", norm_factor),
+                ("examples_factor", examples_factor),
+                ("max_examples", max_examples),
+            )
+            if v is not None
+        },
     )
     initial = task.initial_params(spec, seed=seed)
     # streamed into a file and uploaded chunk by chunk from it: no copy of it as bytes
@@ -182,7 +214,8 @@ def submit(
         soft_wrap=True,
     )
     out.print(
-        f"each site's data steward approves it with: medfed node approve {text(bundle_sha[:12])}",
+        "each site's data steward sees its code and settings with `medfed node pending` and "
+        f"approves them with: medfed node approve ID (or {text(bundle_sha[:12])}, the code's hash)",
         soft_wrap=True,
     )
 

@@ -289,3 +289,22 @@ def test_job_submit_prints_a_name_with_markup_as_given(live: LiveCoordinator) ->
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert f"({MARKUP})" in proc.stdout, proc.stdout
+
+
+# -- the researcher sets the update bounds of a job ----------------------------------------------
+
+
+def test_job_submit_sets_the_update_bounds(live: LiveCoordinator) -> None:
+    bob = str(live.kits / "researchers" / "bob")
+    common = ("job", "submit", str(TASK_FILE), "--kit", bob, "--data", "breast-cancer")
+    _assert_clean_error(
+        medfed(*common, "--rounds", "1", "--norm-factor", "0.5", timeout=120),
+        "bounds.norm_factor",
+    )
+    proc = medfed(
+        *common, "--rounds", "1", "--norm-factor", "50", "--max-examples", "5000", timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "medfed node pending" in proc.stdout, proc.stdout
+    [job] = [j for j in live.coordinator.store.jobs() if j.config.get("bounds")]
+    assert job.config["bounds"] == {"norm_factor": 50.0, "max_examples": 5000}
