@@ -23,10 +23,8 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
 import random
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -39,6 +37,25 @@ from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import MedfedError, UsageError
 from medfed.federation.client import ApiError, FederationClient, TransportError
 from medfed.federation.kits import Kit
+from medfed.federation.node_checks import (
+    NotFinite,
+    ProtocolError,
+)
+from medfed.federation.node_checks import (
+    checked_id as _checked_id,
+)
+from medfed.federation.node_checks import (
+    checked_sha256 as _checked_sha256,
+)
+from medfed.federation.node_checks import (
+    checked_task as _checked_task,
+)
+from medfed.federation.node_checks import (
+    not_finite as _not_finite,
+)
+from medfed.federation.node_checks import (
+    permanent as _permanent,
+)
 from medfed.federation.node_privacy import JobProtection, RoundCost, job_privacy, protect_job
 from medfed.federation.outbox import Outbox, Waiting
 from medfed.privacy.config import PrivacyConfig
@@ -53,25 +70,9 @@ __all__ = ["NodeAgent", "NodeSettings", "NotFinite", "ProtocolError"]
 
 log = logging.getLogger("medfed.node")
 
-# what the coordinator names is checked before it becomes part of a path or a URL: ids and
-# names as the coordinator's API takes them (job-<hex>, site and researcher names), hashes as
-# 64 lowercase hex characters, task ids as the positive row ids every SQL database stores
-_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-MAX_TASK_ID = 2**31 - 1
-_OPERATIONS = frozenset(op.value for op in Operation)
 # the job's settings an approval covers, with its code and the data set (see _terms)
 _TERMS = ("train", "data_spec", "privacy", "rounds", "min_sites")
-_STAGE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # secagg/<stage key>
 LOCK_FILE = "node.lock"  # in the state folder: held (flock) by the one node that serves it
-
-
-class ProtocolError(MedfedError):
-    """The coordinator sent something malformed (an id, a hash); the node does not act on it."""
-
-
-class NotFinite(MedfedError):
-    """A reply's numbers are NaN or infinite: the node sends a failure instead."""
 
 
 class _GivenUp(MedfedError):
@@ -566,83 +567,6 @@ def spec_from_json(raw: dict[str, Any]) -> DataSpec:
         input_shape=tuple(raw["input_shape"]),
         n_classes=int(raw.get("n_classes", 2)),
     )
-
-
-def _checked_id(value: Any, what: str) -> str:
-    """A job id or a participant's name from the coordinator, safe in a URL and a path."""
-    if isinstance(value, str) and _ID.fullmatch(value):
-        return value
-    raise ProtocolError(
-        f"the coordinator sent {what} that is not an id (lowercase letters, digits and '-', "
-        f"at most 63): {value!r:.80}; the node refuses it"
-    )
-
-
-def _checked_sha256(value: Any, what: str) -> str:
-    if isinstance(value, str) and _SHA256.fullmatch(value):
-        return value
-    raise ProtocolError(
-        f"the coordinator sent a hash for {what} that is not a sha256 (64 lowercase hex "
-        f"characters): {value!r:.80}; the node refuses it"
-    )
-
-
-def _checked_task(task: Any) -> tuple[int, str, int, str]:
-    """A task's id, job id, round and base operation, each as the coordinator must send it."""
-    if not isinstance(task, dict):
-        raise ProtocolError("the coordinator sent a task that is not an object; refused")
-    task_id, round_, operation = task.get("id"), task.get("round"), task.get("operation")
-    if isinstance(task_id, bool) or not isinstance(task_id, int) or not 0 < task_id <= MAX_TASK_ID:
-        raise ProtocolError(
-            f"the coordinator sent a task whose id is not a positive integer: {task_id!r:.80}; "
-            "the node refuses it"
-        )
-    job_id = _checked_id(task.get("job_id"), f"task {task_id}'s job id")
-    if isinstance(round_, bool) or not isinstance(round_, int) or not 0 <= round_ <= MAX_TASK_ID:
-        raise ProtocolError(f"the coordinator sent task {task_id} with no valid round; refused")
-    base, slash, stage = operation.partition("/") if isinstance(operation, str) else ("", "", "")
-    if base not in _OPERATIONS or (
-        slash and not (base == Operation.SECAGG.value and _STAGE.fullmatch(stage))
-    ):
-        raise ProtocolError(
-            f"the coordinator sent task {task_id} with an unknown operation {operation!r:.80}; "
-            "refused"
-        )
-    return task_id, job_id, round_, base
-
-
-def _permanent(exc: ApiError) -> bool:
-    """A refusal that sending the same reply again would meet again (a 4xx, but not the
-    refusals that pass: authentication and clock, a timeout, too many requests)."""
-    return 400 <= exc.status < 500 and exc.status not in (401, 403, 408, 425, 429)
-
-
-def _not_finite(reply: Reply) -> str | None:
-    """Why a reply's numbers cannot be recorded (NaN or infinite), else None."""
-    m = reply.metrics
-    if reply.failure is not None or m is None:
-        return None
-    values = {"loss": m.loss, "accuracy": m.accuracy, "auroc": m.auroc, "c_index": m.c_index}
-    values.update(m.extra)
-    bad = [f"{name} = {value}" for name, value in values.items() if not _finite(value)]
-    if not bad:
-        return None
-    what = {Operation.TRAIN: "training", Operation.EVALUATE: "evaluation"}.get(
-        reply.operation, str(reply.operation)
-    )
-    return (
-        f"{what} was not finite ({', '.join(bad[:3])}): the model of this round may be broken; "
-        "this failure is sent instead of the metrics"
-    )
-
-
-def _finite(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return math.isfinite(value)
-    except (TypeError, ValueError):
-        return False
 
 
 def _value(status: Any) -> str:
