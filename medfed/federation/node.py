@@ -18,12 +18,9 @@ good becomes a failure report instead of a retry, and no exception (not even one
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import random
 import time
 import warnings
@@ -58,6 +55,7 @@ from medfed.federation.node_checks import (
 )
 from medfed.federation.node_privacy import JobProtection, RoundCost, job_privacy, protect_job
 from medfed.federation.outbox import Outbox, Waiting
+from medfed.federation.state_lock import release_state_lock, take_state_lock
 from medfed.privacy.config import PrivacyConfig
 from medfed.records import Operation, Params, Reply, SiteFailure
 from medfed.serde import instruction_from_wire, reply_to_header
@@ -72,7 +70,6 @@ log = logging.getLogger("medfed.node")
 
 # the job's settings an approval covers, with its code and the data set (see _terms)
 _TERMS = ("train", "data_spec", "privacy", "rounds", "min_sites")
-LOCK_FILE = "node.lock"  # in the state folder: held (flock) by the one node that serves it
 
 
 class _GivenUp(MedfedError):
@@ -134,32 +131,14 @@ class NodeAgent:
         An exclusive ``flock`` on ``STATE/node.lock``, released when the process ends (also
         on kill -9); the file names the holder's pid. Idempotent.
         """
-        if self._lock_fd is not None:
-            return
-        state = self.settings.state_dir
-        fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            pid = f" (pid {holder})" if holder.isdigit() else ""
-            raise UsageError(
-                f"another node is already running with the state folder {state}{pid}; "
-                "stop it first, or give this node a state folder of its own (--state)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        if self._lock_fd is None:
+            self._lock_fd = take_state_lock(self.settings.state_dir)
 
     def unlock(self) -> None:
         """Give the state folder up (the agent has stopped serving)."""
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            release_state_lock(fd)
 
     def run(self) -> None:
         locked_here = self._lock_fd is None
