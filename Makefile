@@ -20,12 +20,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check medfed tests benchmarks examples
 	$(BIN)/mypy medfed
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check medfed tests benchmarks examples
 	$(BIN)/ruff check medfed tests benchmarks examples
 	$(BIN)/mypy medfed
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py

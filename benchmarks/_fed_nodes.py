@@ -4,7 +4,7 @@
     python benchmarks/_fed_nodes.py floor-server --cert C --key K --clients N --size B --rounds R
     python benchmarks/_fed_nodes.py floor-clients --ca C --port P --clients N --size B --rounds R
 
-``nodes`` runs one real :class:`~medfed.federation.node.NodeAgent` per site, each in its own
+``nodes`` runs one real :class:`~medfed.federation.node.agent.NodeAgent` per site, each in its own
 thread with its own signed HTTPS client, state folder (approvals, egress ledger) and, once it
 takes part in a job, its own copy of the model. It prints ``READY`` and runs until SIGTERM;
 then it writes, as JSON into ``--timings``, when each node's download, ledger writes, upload
@@ -159,9 +159,9 @@ def _agent(
     import numpy as np
 
     from medfed.data.base import SiteData
-    from medfed.federation.client import client_for_kit
-    from medfed.federation.kits import load_kit
-    from medfed.federation.node import NodeAgent, NodeSettings, spec_from_json
+    from medfed.federation.identity.kits import load_kit
+    from medfed.federation.node.agent import NodeAgent, NodeSettings, spec_from_json
+    from medfed.federation.transfer.client import client_for_kit
 
     client = client_for_kit(load_kit(kits / "sites" / site), url=url, timeout=300)
     rows = 4

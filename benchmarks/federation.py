@@ -1,6 +1,6 @@
 """The network federation's cost: a real coordinator process and real nodes on loopback HTTPS.
 
-Every case provisions a federation (``medfed.federation.pki.provision``) into a temporary
+Every case provisions a federation (``medfed.federation.identity.pki.provision``) into a temporary
 folder, starts ``python -m medfed coordinator start --kit …`` as its own process, submits a
 job through the researcher's signed client (as ``medfed job submit`` does) and runs the
 nodes as threads of one other process (``_fed_nodes.py nodes``: one real ``NodeAgent`` per
@@ -111,7 +111,7 @@ class Federation:
     sites: int = SITE_POOL
 
     def __post_init__(self) -> None:
-        from medfed.federation.pki import provision
+        from medfed.federation.identity.pki import provision
 
         sites = ", ".join(f'"{site_name(i)}"' for i in range(self.sites))
         config = self.root / "consortium.toml"
@@ -181,8 +181,8 @@ class Federation:
         raise RuntimeError("the coordinator did not start:\n" + self.log_tail(f"{tag}-coordinator"))
 
     def client(self, role_dir: str, name: str, url: str) -> Any:
-        from medfed.federation.client import client_for_kit
-        from medfed.federation.kits import load_kit
+        from medfed.federation.identity.kits import load_kit
+        from medfed.federation.transfer.client import client_for_kit
 
         return client_for_kit(load_kit(self.kits / role_dir / name), url=url, timeout=300)
 
@@ -200,8 +200,8 @@ class Federation:
         return proc
 
     def submit(self, url: str, case: Case, rounds: int, min_sites: int) -> str:
-        from medfed.federation.jobs import JobConfig
-        from medfed.federation.node import spec_from_json
+        from medfed.federation.coordinator.jobs import JobConfig
+        from medfed.federation.node.agent import spec_from_json
         from medfed.serde import params_to_bytes
         from medfed.site.task_loading import load_task
 

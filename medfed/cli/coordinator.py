@@ -46,8 +46,8 @@ def start(
     from rich.markup import escape
 
     from medfed.cli.console import err, warn
-    from medfed.federation.coordinator import Coordinator, CoordinatorSettings
-    from medfed.federation.kits import load_coordinator_kit
+    from medfed.federation.coordinator.server import Coordinator, CoordinatorSettings
+    from medfed.federation.identity.kits import load_coordinator_kit
 
     k = load_coordinator_kit(kit)
     url = urlparse(k.coordinator_url)

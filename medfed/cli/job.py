@@ -131,7 +131,7 @@ def submit(
     from medfed.cli.simulate import refuse_dp_flags_without_dp
     from medfed.config import TrainSettings
     from medfed.data import load_dataset
-    from medfed.federation.jobs import JobConfig
+    from medfed.federation.coordinator.jobs import JobConfig
     from medfed.site.task_loading import load_task
     from medfed.tensor_file import write_params
 

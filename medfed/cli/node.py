@@ -384,7 +384,7 @@ def budget_set(
 ) -> None:
     """Set (or change) the lifetime budget of DATASET; what was spent stays spent."""
     from medfed.cli.console import out
-    from medfed.privacy.budget import SiteBudget
+    from medfed.site.budget import SiteBudget
 
     book = SiteBudget.in_state(_state_dir(state, kit, create=True))
     book.set_budget(dataset, epsilon=epsilon, delta=delta)
@@ -407,7 +407,7 @@ def budget_show(dataset: str | None, state: Path | None, kit: Path | None) -> No
 
     from medfed.cli.console import out
     from medfed.errors import UsageError
-    from medfed.privacy.budget import SiteBudget
+    from medfed.site.budget import SiteBudget
 
     book = SiteBudget.in_state(_state_dir(state, kit))
     names = book.datasets() if dataset is None else [dataset]

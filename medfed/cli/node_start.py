@@ -71,9 +71,9 @@ def start(
     from medfed.cli.console import err, warn
     from medfed.data import load_dataset
     from medfed.errors import DataError
-    from medfed.federation.client import client_for_kit
-    from medfed.federation.kits import load_kit
-    from medfed.federation.node import NodeAgent, NodeSettings
+    from medfed.federation.identity.kits import load_kit
+    from medfed.federation.node.agent import NodeAgent, NodeSettings
+    from medfed.federation.transfer.client import client_for_kit
 
     k = load_kit(kit)
     if k.role != "site":

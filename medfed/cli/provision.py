@@ -37,7 +37,7 @@ def provision(consortium: Path, out: Path | None, add: str | None, role: str | N
 
     from medfed.cli.console import out as console
     from medfed.cli.console import text, warn
-    from medfed.federation import pki
+    from medfed.federation.identity import pki
 
     if (add is None) != (role is None):
         raise pki.ProvisionError("--add NAME and --role ROLE go together; give both or neither")
@@ -67,7 +67,7 @@ def _default_out(consortium: Path) -> Path:
     """The folder ``provision`` wrote by default: named after the consortium, next to its file."""
     import tomllib
 
-    from medfed.federation.pki import ProvisionError, validate_name
+    from medfed.federation.identity.pki import ProvisionError, validate_name
 
     try:
         name = tomllib.loads(consortium.read_text(encoding="utf-8")).get("name")

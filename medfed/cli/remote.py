@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medfed.federation.client import FederationClient
+from medfed.federation.transfer.client import FederationClient
 
 
 def client(kit: Path, *, insecure: bool = False) -> FederationClient:
@@ -12,8 +12,8 @@ def client(kit: Path, *, insecure: bool = False) -> FederationClient:
     import os
 
     from medfed.errors import ConfigError
-    from medfed.federation.client import STALL_SECONDS, client_for_kit
-    from medfed.federation.kits import load_kit
+    from medfed.federation.identity.kits import load_kit
+    from medfed.federation.transfer.client import STALL_SECONDS, client_for_kit
 
     raw = os.environ.get("MEDFED_STALL_SECONDS", "")
     try:

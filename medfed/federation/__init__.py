@@ -3,14 +3,22 @@
 ::
 
     researcher ──signed HTTPS──► coordinator ◄──signed HTTPS (outbound long-poll)── node
-                                 API (FastAPI on uvicorn)              SiteRuntime, as simulated
+                                 app (FastAPI on uvicorn)              agent: a SiteRuntime
                                  store (SQLAlchemy)                    steward's task approval
                                  blobs (content-addressed)             egress ledger (hash chain)
-                                 job runner: RoundDriver + RemoteBackend
+                                 jobs: RoundDriver + RemoteBackend     outbox (replies on disk)
 
-Modules: ``pki`` (federation CA, startup kits), ``signing`` (per-request signatures),
-``store`` and ``blobs`` (coordinator state), ``remote_backend`` (the round driver's backend
-over the store), ``api`` (HTTP surface), ``client`` and ``transfer`` (signed requests; chunked,
-resumable, hash-checked transfers that fail only when stalled), ``node`` and ``outbox`` (the
-hospital's agent, and the reply waiting on its disk).
+Sub-packages, one per box (imports point downwards: ``doctor`` → ``coordinator`` | ``node``
+→ ``transfer`` → ``identity``; the coordinator and the node never import each other):
+
+- :mod:`.identity` — the federation CA and startup kits (``pki``, ``kits``), per-request
+  signatures (``signing``), the participants' certificates (``certificates``);
+- :mod:`.transfer` — the signed HTTPS client (``client``) and chunked, resumable,
+  hash-checked transfers (``chunks``);
+- :mod:`.coordinator` — the HTTP API (``app``, ``auth``, ``checks``, ``models``,
+  ``secagg_routes``, ``access``, ``views``), its state (``store``, ``schema``, ``blobs``),
+  and the jobs it drives (``job_config``, ``jobs``, ``remote_backend``; ``server`` runs it all);
+- :mod:`.node` — the hospital's agent (``agent``), its checks of the coordinator's input
+  (``checks``), its update protection (``privacy``), its ``outbox`` and ``state_lock``;
+- :mod:`.doctor` — ``medfed doctor``: is this machine ready to talk to its federation?
 """

@@ -227,7 +227,7 @@ class _Target:
 
 
 def _check_kit(path: Path) -> tuple[Check, Any, _Target | None]:
-    from medfed.federation.kits import load_kit
+    from medfed.federation.identity.kits import load_kit
 
     if not (path / "kit.toml").is_file() and not (path.name == "kit.toml" and path.is_file()):
         return (
@@ -531,7 +531,7 @@ def _identity_cert(kit: Any, now: Clock) -> Check:
 
 
 def _identity(kit: Any, target: _Target, http: httpx.Client, now: Clock) -> Check:
-    from medfed.federation.signing import Identity, sign_request
+    from medfed.federation.identity.signing import Identity, sign_request
 
     path = PROBE[kit.role]
     headers = sign_request(Identity.from_kit(kit), method="GET", path=path, now=now())

@@ -1,11 +1,12 @@
-"""Differential privacy: mechanisms, accounting (by dp_accounting), site budgets, and steps.
+"""Differential privacy: mechanisms, accounting (by dp_accounting), and the site's steps.
+
+Pure: no files, no databases (a node's lifetime budget is :mod:`medfed.site.budget`).
 
 ::
 
     mechanisms     l2_norm, clip_l2, add_gaussian_noise, distributed_noise_std   (numpy only)
     adaptive_clip  AdaptiveClip: the clip follows a quantile of update norms (Andrew et al.)
     accounting     epsilon, noise_for_epsilon, PrivacyAccountant                 (dp_accounting)
-    budget         SiteBudget: a node's lifetime (ε, δ) per data set, in SQLite
     config         PrivacyConfig: the [privacy] section of a run
     steps          ClipStep, NoiseStep: client-level DP in the site's update pipeline
     plan           make_plan: what `medfed privacy plan` prints
@@ -23,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from medfed.privacy.accounting import PrivacyAccountant, epsilon, noise_for_epsilon
     from medfed.privacy.adaptive_clip import AdaptiveClip
-    from medfed.privacy.budget import BudgetExceeded, SiteBudget
     from medfed.privacy.config import PrivacyConfig
     from medfed.privacy.mechanisms import (
         add_gaussian_noise,
@@ -35,12 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdaptiveClip",
-    "BudgetExceeded",
     "ClipStep",
     "NoiseStep",
     "PrivacyAccountant",
     "PrivacyConfig",
-    "SiteBudget",
     "add_gaussian_noise",
     "clip_l2",
     "distributed_noise_std",
@@ -51,12 +49,10 @@ __all__ = [
 
 _HOME = {
     "AdaptiveClip": "adaptive_clip",
-    "BudgetExceeded": "budget",
     "ClipStep": "steps",
     "NoiseStep": "steps",
     "PrivacyAccountant": "accounting",
     "PrivacyConfig": "config",
-    "SiteBudget": "budget",
     "add_gaussian_noise": "mechanisms",
     "clip_l2": "mechanisms",
     "distributed_noise_std": "mechanisms",

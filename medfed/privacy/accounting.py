@@ -19,16 +19,20 @@ Neighbouring data sets differ by adding or removing one unit.
 
 The RDP accountant logs (through absl) when its series for a fractional order does not
 converge and it drops that order; dropping an order can only raise ε (ε is a minimum over
-orders), so that message is filtered out here. Every other message of the library passes.
+orders), so that message is filtered out while this module computes (a filter on absl's logger
+for the duration of the call; nothing is installed at import). Every other message passes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import dp_accounting
 import numpy as np
@@ -63,8 +67,38 @@ class _DroppedOrderFilter(logging.Filter):
 
 
 _ABSL = logging.getLogger("absl")
-if not any(isinstance(f, _DroppedOrderFilter) for f in _ABSL.filters):
-    _ABSL.addFilter(_DroppedOrderFilter())
+_QUIET = _DroppedOrderFilter()
+_QUIET_LOCK = threading.Lock()
+_QUIET_DEPTH = 0
+
+
+@contextlib.contextmanager
+def _quiet_dropped_orders() -> Iterator[None]:
+    """While dp_accounting computes, drop its "order excluded" notice (nothing at import)."""
+    global _QUIET_DEPTH
+    with _QUIET_LOCK:
+        if _QUIET_DEPTH == 0:
+            _ABSL.addFilter(_QUIET)
+        _QUIET_DEPTH += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _QUIET_DEPTH -= 1
+            if _QUIET_DEPTH == 0:
+                _ABSL.removeFilter(_QUIET)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _quiet(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _quiet_dropped_orders():
+            return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -114,6 +148,7 @@ def _make_accountant(kind: str) -> dp_accounting.PrivacyAccountant:
     return rdp_privacy_accountant.RdpAccountant()
 
 
+@_quiet
 def composed_epsilon(
     runs: Iterable[GaussianRounds], *, delta: float, accountant: str = "rdp"
 ) -> float:
@@ -166,6 +201,7 @@ def epsilon(
     return composed_epsilon([run], delta=delta, accountant=accountant)
 
 
+@_quiet
 def noise_for_epsilon(
     *,
     target_epsilon: float,

@@ -30,10 +30,10 @@ from medfed.cli.main import _Group
 from medfed.cli.node import node
 from medfed.data import load_dataset
 from medfed.errors import IntegrityError, MedfedError
-from medfed.federation.client import ApiError, client_for_kit
-from medfed.federation.jobs import JobConfig
-from medfed.federation.node import NodeAgent, NodeSettings, ProtocolError
-from medfed.federation.store_schema import jobs, tasks
+from medfed.federation.coordinator.jobs import JobConfig
+from medfed.federation.coordinator.schema import jobs, tasks
+from medfed.federation.node.agent import NodeAgent, NodeSettings, ProtocolError
+from medfed.federation.transfer.client import ApiError, client_for_kit
 from medfed.site.approval import ApprovalStore
 from tests.federation.server import SITES, LiveCoordinator, breast_mlp, live_coordinator
 
@@ -551,7 +551,7 @@ _cli.add_command(node)
 
 
 def test_job_ids_in_the_privacy_budget_are_printed_as_text(tmp_path: Path) -> None:
-    from medfed.privacy.budget import SiteBudget
+    from medfed.site.budget import SiteBudget
 
     state = tmp_path / "state"
     state.mkdir()

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from medfed.data import load_dataset
-from medfed.federation.client import client_for_kit
-from medfed.federation.jobs import JobConfig
-from medfed.federation.node import NodeAgent, NodeSettings
+from medfed.federation.coordinator.jobs import JobConfig
+from medfed.federation.node.agent import NodeAgent, NodeSettings
+from medfed.federation.transfer.client import client_for_kit
 from tests.federation.server import SITES, LiveCoordinator, breast_mlp, cancel, live_coordinator
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from medfed.config import UpdateBounds
-from medfed.federation.jobs import JobConfig
+from medfed.federation.coordinator.jobs import JobConfig
 from medfed.serde import params_from_bytes
 from tests.federation.server import (
     SITES,
@@ -195,7 +195,7 @@ def test_without_bounds_the_same_attack_fails_the_round_instead_of_publishing_ga
 
 def test_upload_paths_are_not_a_way_around_the_json_limit(live: LiveCoordinator) -> None:
     """An upload chunk route takes a chunk's size; every JSON route a small body."""
-    from medfed.federation.api_auth import MAX_JSON_BODY
+    from medfed.federation.coordinator.auth import MAX_JSON_BODY
 
     just_over = b'{"sha256": "' + b"0" * MAX_JSON_BODY + b'", "size": 1}'
     headers = live.signed_headers(HOSTILE, "POST", "/v1/uploads", just_over)

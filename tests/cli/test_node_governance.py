@@ -158,7 +158,7 @@ def test_names_from_a_job_are_printed_as_text_not_markup(tmp_path: Path) -> None
 
 
 def test_budget_set_and_show_and_the_refusal_of_a_job_beyond_it(tmp_path: Path) -> None:
-    from medfed.privacy.budget import BudgetExceeded, SiteBudget
+    from medfed.site.budget import BudgetExceeded, SiteBudget
 
     kit = tmp_path / "kit"
     kit.mkdir()

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from medfed.federation.client import FederationClient, client_for_kit
-from medfed.federation.kits import load_kit
+from medfed.federation.identity.kits import load_kit
+from medfed.federation.transfer.client import FederationClient, client_for_kit
 from medfed.records import Params
 from medfed.tensor_file import open_params, write_params
 

@@ -1,7 +1,7 @@
 """A provisioned consortium and a real coordinator over TLS, in this process, for API tests.
 
 ``live_coordinator(root)`` provisions a consortium into ``root``, builds a
-:class:`~medfed.federation.coordinator.Coordinator` and serves its app with a real
+:class:`~medfed.federation.coordinator.server.Coordinator` and serves its app with a real
 ``uvicorn.Server`` on a free 127.0.0.1 port in a thread; on exit it cancels every running job,
 joins the job runners, stops the server and joins its thread. Tests talk to it through the
 participants' own signed clients (``live.client("bob")``) or, to forge and replay requests,
@@ -38,12 +38,12 @@ import httpx
 import numpy as np
 import uvicorn
 
-from medfed.federation.client import ApiError, FederationClient, client_for_kit
-from medfed.federation.coordinator import Coordinator, CoordinatorSettings
-from medfed.federation.jobs import JobConfig
-from medfed.federation.kits import Kit, load_coordinator_kit, load_kit
-from medfed.federation.pki import provision
-from medfed.federation.signing import Identity, sign_request
+from medfed.federation.coordinator.jobs import JobConfig
+from medfed.federation.coordinator.server import Coordinator, CoordinatorSettings
+from medfed.federation.identity.kits import Kit, load_coordinator_kit, load_kit
+from medfed.federation.identity.pki import provision
+from medfed.federation.identity.signing import Identity, sign_request
+from medfed.federation.transfer.client import ApiError, FederationClient, client_for_kit
 from medfed.records import Params
 from medfed.serde import params_to_bytes
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from medfed.federation.client import FederationClient, TransportError
-from medfed.federation.kits import load_kit
-from medfed.federation.pki import provision
-from medfed.federation.signing import Identity, sign_request
+from medfed.federation.identity.kits import load_kit
+from medfed.federation.identity.pki import provision
+from medfed.federation.identity.signing import Identity, sign_request
+from medfed.federation.transfer.client import FederationClient, TransportError
 from tests.federation.server import (
     SITES,
     LiveCoordinator,
@@ -452,7 +452,7 @@ def test_a_client_refuses_a_server_that_does_not_match_its_pin(live: LiveCoordin
 def test_a_client_refuses_a_server_of_another_ca(live: LiveCoordinator, tmp_path: Path) -> None:
     provision(write_consortium(tmp_path / "consortium.toml", live.port), tmp_path / "kits")
     other = load_kit(tmp_path / "kits" / "sites" / A)
-    from medfed.federation.client import client_for_kit
+    from medfed.federation.transfer.client import client_for_kit
 
     with client_for_kit(other) as client, pytest.raises(TransportError):
         client.get_json("/v1/health")

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-import medfed.federation.blobs as blobs_module
+import medfed.federation.coordinator.blobs as blobs_module
 from medfed.errors import IntegrityError
-from medfed.federation.blobs import BlobStore, valid_sha256
+from medfed.federation.coordinator.blobs import BlobStore, valid_sha256
 
 
 def sha(data: bytes) -> str:
@@ -191,7 +191,7 @@ def test_a_crash_during_put_leaves_no_visible_blob(tmp_path: Path) -> None:
     root = tmp_path / "state"
     child = (
         "import os, sys\n"
-        "import medfed.federation.blobs as b\n"
+        "import medfed.federation.coordinator.blobs as b\n"
         "b.os.replace = lambda src, dst: os._exit(17)\n"
         "b.BlobStore(sys.argv[1]).put(b'payload' * 1000)\n"
     )
@@ -306,7 +306,7 @@ def test_temporary_files_of_a_dead_process_are_removed_on_start(tmp_path: Path) 
     child = (
         "import os, sys\n"
         "import numpy as np\n"
-        "import medfed.federation.blobs as b\n"
+        "import medfed.federation.coordinator.blobs as b\n"
         "from medfed.records import Params\n"
         "b.os.replace = lambda src, dst: os._exit(17)\n"
         "b.BlobStore(sys.argv[1]).put_params(Params({'w': np.ones(10, np.float32)}))\n"

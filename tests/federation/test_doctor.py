@@ -32,10 +32,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from medfed.cli.doctor import doctor
 from medfed.federation import doctor as doc
-from medfed.federation.client import client_for_kit
-from medfed.federation.coordinator import Coordinator, CoordinatorSettings
-from medfed.federation.kits import load_coordinator_kit, load_kit
-from medfed.federation.pki import issue_server_certificate, provision
+from medfed.federation.coordinator.server import Coordinator, CoordinatorSettings
+from medfed.federation.identity.kits import load_coordinator_kit, load_kit
+from medfed.federation.identity.pki import issue_server_certificate, provision
+from medfed.federation.transfer.client import client_for_kit
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from medfed.federation.client import client_for_kit
-from medfed.federation.kits import load_kit
-from medfed.federation.pki import provision
+from medfed.federation.identity.kits import load_kit
+from medfed.federation.identity.pki import provision
+from medfed.federation.transfer.client import client_for_kit
 from tests.federation.conftest import free_port
 from tests.federation.server import SITES, write_consortium
 

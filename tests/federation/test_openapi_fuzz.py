@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medfed.federation.signing import sign_request
+from medfed.federation.identity.signing import sign_request
 from tests.federation.server import (
     SITES,
     LiveCoordinator,

@@ -14,10 +14,10 @@ import pytest
 
 from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import IntegrityError
-from medfed.federation.client import ApiError, TransportError
-from medfed.federation.node import NodeAgent, NodeSettings
-from medfed.federation.node_privacy import JobProtection, job_privacy
-from medfed.federation.outbox import Outbox
+from medfed.federation.node.agent import NodeAgent, NodeSettings
+from medfed.federation.node.outbox import Outbox
+from medfed.federation.node.privacy import JobProtection, job_privacy
+from medfed.federation.transfer.client import ApiError, TransportError
 from medfed.records import Operation, Params, Reply, Update
 from medfed.serde import params_to_bytes, sha256_hex
 from medfed.site.ledger import EgressLedger

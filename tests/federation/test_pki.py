@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from medfed.errors import UsageError
-from medfed.federation import kits, pki
-from medfed.federation.pki import ProvisionError
+from medfed.federation.identity import kits, pki
+from medfed.federation.identity.pki import ProvisionError
 
 CONSORTIUM = """\
 name = "demo-consortium"

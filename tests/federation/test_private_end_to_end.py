@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from medfed.federation.blobs import BlobStore
-from medfed.federation.store import Store
-from medfed.privacy.budget import SiteBudget
+from medfed.federation.coordinator.blobs import BlobStore
+from medfed.federation.coordinator.store import Store
+from medfed.site.budget import SiteBudget
 from medfed.site.secure_aggregation import MASKED_TENSOR
 from medfed.tensor_file import open_params
 from tests.federation.conftest import SITES, Federation, medfed
@@ -88,7 +88,7 @@ def test_dp_job_with_secure_aggregation_spends_the_sites_budgets_and_sends_only_
     try:
         from sqlalchemy import select
 
-        from medfed.federation.store import tasks
+        from medfed.federation.coordinator.store import tasks
 
         with store.engine.begin() as c:
             rows = c.execute(select(tasks).where(tasks.c.job_id == job_id)).all()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from medfed.federation.store import Store
-from medfed.privacy.budget import SiteBudget
+from medfed.federation.coordinator.store import Store
+from medfed.site.budget import SiteBudget
 from tests.federation.conftest import SITES, Federation, medfed
 from tests.federation.test_private_end_to_end import start_with_budgets
 
@@ -27,8 +27,8 @@ def test_a_node_reserves_a_sample_level_job_as_the_dp_sgd_it_will_run(tmp_path: 
 
     from medfed.config import TrainSettings
     from medfed.errors import UsageError
-    from medfed.federation.node_privacy import protect_job
-    from medfed.privacy.budget import BudgetExceeded
+    from medfed.federation.node.privacy import protect_job
+    from medfed.site.budget import BudgetExceeded
     from medfed.site.dp_sgd import DPSGD
 
     budget = SiteBudget.in_state(tmp_path)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from medfed.cli.provision import provision
 from medfed.errors import MedfedError, UsageError
-from medfed.federation import kits
+from medfed.federation.identity import kits
 
 CONSORTIUM = """\
 name = "cli-consortium"

@@ -32,8 +32,8 @@ def _submit(fed: Federation, *extra: str) -> str:
 
 
 def _view(fed: Federation, job_id: str) -> dict:
-    from medfed.federation.client import client_for_kit
-    from medfed.federation.kits import load_kit
+    from medfed.federation.identity.kits import load_kit
+    from medfed.federation.transfer.client import client_for_kit
 
     with client_for_kit(load_kit(fed.kit("researchers", "bob"))) as c:
         return c.get_json(f"/v1/jobs/{job_id}")

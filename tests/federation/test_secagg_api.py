@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from medfed.federation.certificates import PeerCertificateError, peer_keys
-from medfed.federation.jobs import JobConfig
+from medfed.federation.coordinator.jobs import JobConfig
+from medfed.federation.identity.certificates import PeerCertificateError, peer_keys
 from medfed.records import Params
 from medfed.serde import params_to_bytes
 from medfed.site.secure_aggregation import MASKED_TENSOR

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medfed.errors import UsageError
-from medfed.federation import kits, pki
-from medfed.federation.signing import (
+from medfed.federation.identity import kits, pki
+from medfed.federation.identity.signing import (
     CERT_HEADER,
     CONTENT_HEADER,
     NONCE_HEADER,

@@ -23,8 +23,8 @@ from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
-import medfed.federation.store as store_module
-from medfed.federation.store import JobRow, Store, metadata
+import medfed.federation.coordinator.store as store_module
+from medfed.federation.coordinator.store import JobRow, Store, metadata
 
 POSTGRES_URL = os.environ.get("MEDFED_TEST_POSTGRES_URL", "")
 HOW_TO_ENABLE = (

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from medfed.errors import IntegrityError
-from medfed.federation.client import FederationClient, client_for_kit
-from medfed.federation.transfer import TransferStalled
+from medfed.federation.transfer.chunks import TransferStalled
+from medfed.federation.transfer.client import FederationClient, client_for_kit
 from tests.federation.proxy import Proxy, proxy_to
 from tests.federation.server import (
     SITES,
@@ -366,8 +366,8 @@ def test_a_transfer_to_a_server_that_does_not_match_the_pin_fails_at_once(
     live: LiveCoordinator,
 ) -> None:
     """Not retried until the stall window runs out: no retry can make the pin match."""
-    from medfed.federation.client import PinMismatch
-    from medfed.federation.signing import sign_request
+    from medfed.federation.identity.signing import sign_request
+    from medfed.federation.transfer.client import PinMismatch
 
     identity = live.identity(SITE)
 

@@ -144,3 +144,23 @@ def test_bad_inputs_are_one_sentence_config_errors(kwargs: dict[str, object], ne
 def test_unreachable_targets_are_explained() -> None:
     with pytest.raises(ConfigError, match="smaller target epsilon"):
         noise_for_epsilon(target_epsilon=1e6, delta=1e-5, rounds=2, sample_rate=1.0)
+
+
+def test_importing_and_using_the_accountant_leaves_no_global_log_filter() -> None:
+    """Nothing global happens at import: the absl filter lives only while ε is computed."""
+    import logging
+
+    from medfed.privacy import accounting
+
+    absl = logging.getLogger("absl")
+    assert accounting._QUIET not in absl.filters
+    assert accounting.epsilon(noise_multiplier=1.1, sample_rate=0.01, rounds=100, delta=1e-5) > 0
+    assert accounting._QUIET not in absl.filters
+    with accounting._quiet_dropped_orders():
+        assert accounting._QUIET in absl.filters
+        dropped = logging.LogRecord(
+            "absl", logging.WARNING, "", 0, "_compute_log_a_frac failed to converge", (), None
+        )
+        kept = logging.LogRecord("absl", logging.WARNING, "", 0, "something else", (), None)
+        assert not absl.filter(dropped) and absl.filter(kept)
+    assert accounting._QUIET not in absl.filters

@@ -57,7 +57,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from medfed.errors import UsageError
 
 if TYPE_CHECKING:
-    from medfed.federation.kits import Kit
+    from medfed.federation.identity.kits import Kit
 
 __all__ = [
     "CERT_HEADER",
@@ -82,7 +82,7 @@ NONCE_HEADER = "X-Medfed-Nonce"
 CONTENT_HEADER = "X-Medfed-Content-SHA256"
 SIGNATURE_HEADER = "X-Medfed-Signature"
 VERSION = "medfed-request-v1"
-ROLES = ("site", "admin", "researcher")  # the same as medfed.federation.pki.ROLES
+ROLES = ("site", "admin", "researcher")  # the same as medfed.federation.identity.pki.ROLES
 
 _MAX_LEN = {  # header → longest accepted value (characters)
     CERT_HEADER: 4096,  # our identity certificates are ~640 characters of base64

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from medfed.federation.signing import Principal
-from medfed.federation.store import Store
+from medfed.federation.coordinator.store import Store
+from medfed.federation.identity.signing import Principal
 
 __all__ = ["holds", "may_read"]
 

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from medfed.errors import MedfedError
-from medfed.federation.signing import AuthError, verify_certificate
+from medfed.federation.identity.signing import AuthError, verify_certificate
 from medfed.secagg import Verifier
 
 __all__ = ["CertificateBook", "identity_verifier", "peer_keys"]

@@ -18,11 +18,11 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from medfed.federation.api_auth import Gate
-from medfed.federation.blobs import BlobStore
-from medfed.federation.remote_backend import base_operation
-from medfed.federation.signing import Principal
-from medfed.federation.store import Store, TaskRow
+from medfed.federation.coordinator.auth import Gate
+from medfed.federation.coordinator.blobs import BlobStore
+from medfed.federation.coordinator.remote_backend import base_operation
+from medfed.federation.coordinator.store import Store, TaskRow
+from medfed.federation.identity.signing import Principal
 from medfed.orchestration.validate import check_update
 from medfed.records import Operation, Params, Reply
 from medfed.site.secure_aggregation import MASKED_TENSOR

@@ -2,7 +2,7 @@
 
 Every request is signed with the participant's identity key; the server's certificate must
 chain to the federation CA *and* match the pinned fingerprint from the startup kit. Tensors
-move in chunks (:mod:`medfed.federation.transfer`): each chunk carries its sha256, uploads
+move in chunks (:mod:`medfed.federation.transfer.chunks`): each chunk carries its sha256, uploads
 resume where they stopped, downloads fetch byte ranges straight to disk, and a transfer fails
 only when it made no progress for ``stall_seconds``, never on a fixed deadline.
 """
@@ -192,11 +192,11 @@ class FederationClient:
     def get_bytes(self, path: str) -> bytes:
         return self.request("GET", path).content
 
-    # -- chunked, resumable transfers (medfed.federation.transfer) ---------------------------
+    # -- chunked, resumable transfers (medfed.federation.transfer.chunks) -----------------
 
     def upload_blob(self, data: bytes) -> str:
         """Upload bytes in chunks (resuming after a broken connection); returns the sha256."""
-        from medfed.federation.transfer import Source, upload
+        from medfed.federation.transfer.chunks import Source, upload
 
         return upload(self, Source(data=data), hashlib.sha256(data).hexdigest())
 
@@ -206,7 +206,7 @@ class FederationClient:
         Give ``sha256`` when it is known (e.g. from :func:`medfed.tensor_file.write_params`);
         otherwise the file is read once more to hash it. The coordinator checks it either way.
         """
-        from medfed.federation.transfer import Source, file_sha256, upload
+        from medfed.federation.transfer.chunks import Source, file_sha256, upload
 
         with open(path, "rb") as fh:
             digest = sha256 or file_sha256(fh.fileno())
@@ -218,7 +218,7 @@ class FederationClient:
         A partial file from an earlier, broken attempt (``PATH.part``) is resumed where it
         stopped; the file appears at ``path`` only once complete and checked.
         """
-        from medfed.federation.transfer import download_to
+        from medfed.federation.transfer.chunks import download_to
 
         _check_sha256(sha256)  # it may come from the coordinator: never a path or a URL part
         part = path.with_name(path.name + ".part")
@@ -235,7 +235,7 @@ class FederationClient:
 
     def download_blob(self, sha256: str) -> bytes:
         """Download a (small) blob into memory, by the same checked ranges as to a file."""
-        from medfed.federation.transfer import download_to
+        from medfed.federation.transfer.chunks import download_to
 
         _check_sha256(sha256)
         with tempfile.TemporaryFile() as out:
@@ -280,7 +280,7 @@ def client_for_kit(
     stall_seconds: float = STALL_SECONDS,
 ) -> FederationClient:
     """A client that signs with ``kit``'s identity and trusts only its federation's server."""
-    from medfed.federation.signing import Identity, sign_request
+    from medfed.federation.identity.signing import Identity, sign_request
 
     identity = Identity.from_kit(kit)
 

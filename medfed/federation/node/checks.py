@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from medfed.errors import MedfedError
-from medfed.federation.client import ApiError
+from medfed.federation.transfer.client import ApiError
 from medfed.records import Operation, Reply
 
 __all__ = [

@@ -22,8 +22,8 @@ import time
 from collections.abc import Iterator, Sequence
 
 from medfed.errors import MedfedError
-from medfed.federation.blobs import BlobStore
-from medfed.federation.store import Store, TaskRow
+from medfed.federation.coordinator.blobs import BlobStore
+from medfed.federation.coordinator.store import Store, TaskRow
 from medfed.orchestration.backends.base import Request
 from medfed.records import Instruction, Operation, Reply, SiteFailure
 from medfed.serde import instruction_to_wire, reply_from_header

@@ -1,7 +1,7 @@
 """Job configuration, and the runner that drives a job's rounds inside the coordinator.
 
 A job runs the same :class:`~medfed.orchestration.driver.RoundDriver` and strategies as a
-simulation, with :class:`~medfed.federation.remote_backend.RemoteBackend` as its backend.
+simulation, with :class:`~.remote_backend.RemoteBackend` as its backend.
 After each round the new global model is streamed into the blob store and the round is
 checkpointed in the store, so a restarted coordinator resumes at the next round.
 """
@@ -14,10 +14,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from medfed.errors import MedfedError
-from medfed.federation.blobs import BlobStore
-from medfed.federation.job_config import JobConfig
-from medfed.federation.remote_backend import JobCancelled, RemoteBackend
-from medfed.federation.store import Store
+from medfed.federation.coordinator.blobs import BlobStore
+from medfed.federation.coordinator.job_config import JobConfig
+from medfed.federation.coordinator.remote_backend import JobCancelled, RemoteBackend
+from medfed.federation.coordinator.store import Store
 from medfed.orchestration.driver import RoundDriver, RoundResult
 from medfed.privacy.config import PrivacyConfig
 from medfed.strategies import make_strategy
@@ -123,7 +123,7 @@ class JobRunner(threading.Thread):
         (DP-SGD) has no accountant here: each site accounts for itself. Every SecAgg message
         binds the job's id, and advertisements are checked with the sites' certificates.
         """
-        from medfed.federation.certificates import CertificateBook, identity_verifier
+        from medfed.federation.identity.certificates import CertificateBook, identity_verifier
         from medfed.orchestration.secure_round import SecureAggregation
         from medfed.privacy.server import ServerPrivacy
 

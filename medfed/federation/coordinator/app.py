@@ -25,10 +25,11 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from medfed.errors import MedfedError
-from medfed.federation.access import holds, may_read
-from medfed.federation.api_auth import CHUNK_SIZE, Gate
-from medfed.federation.api_checks import header_problem, parse_range
-from medfed.federation.api_models import (
+from medfed.federation.coordinator.access import holds, may_read
+from medfed.federation.coordinator.auth import CHUNK_SIZE, Gate
+from medfed.federation.coordinator.blobs import BlobStore, valid_sha256
+from medfed.federation.coordinator.checks import header_problem, parse_range
+from medfed.federation.coordinator.models import (
     ApiSettings,
     ApprovalBody,
     JobSubmit,
@@ -36,12 +37,15 @@ from medfed.federation.api_models import (
     RevokeBody,
     UploadStart,
 )
-from medfed.federation.api_secagg import base_operation, install_secagg_routes, update_problem
-from medfed.federation.blobs import BlobStore, valid_sha256
-from medfed.federation.signing import Principal
-from medfed.federation.store import Store
-from medfed.federation.transfer import CHUNK_HEADER
-from medfed.federation.views import job_brief, job_view, jobs_for_site
+from medfed.federation.coordinator.secagg_routes import (
+    base_operation,
+    install_secagg_routes,
+    update_problem,
+)
+from medfed.federation.coordinator.store import Store
+from medfed.federation.coordinator.views import job_brief, job_view, jobs_for_site
+from medfed.federation.identity.signing import Principal
+from medfed.federation.transfer.chunks import CHUNK_HEADER
 from medfed.math.aggregate import is_finite
 from medfed.serde import reply_from_header, sha256_hex
 from medfed.tensor_file import open_params
@@ -363,7 +367,7 @@ def create_app(
 
     @app.post("/v1/jobs")
     def submit(body: JobSubmit, p: Principal = Depends(need("researcher"))) -> dict[str, Any]:
-        from medfed.federation.jobs import JobConfig
+        from medfed.federation.coordinator.jobs import JobConfig
 
         for sha, what in (
             (body.bundle_sha256, "task bundle"),

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from medfed.errors import IntegrityError, MedfedError
-from medfed.federation.client import ApiError, PinMismatch, TransportError
+from medfed.federation.transfer.client import ApiError, PinMismatch, TransportError
 
 if TYPE_CHECKING:
-    from medfed.federation.client import FederationClient
+    from medfed.federation.transfer.client import FederationClient
 
 __all__ = ["CHUNK_HEADER", "Progress", "TransferStalled", "download_to", "upload"]
 

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
-from medfed.federation.store_schema import (
+from medfed.federation.coordinator.schema import (
     audit,
     job_sites,
     jobs,

@@ -25,10 +25,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from medfed.errors import MedfedError
-from medfed.federation.api_checks import invalid_sentence
-from medfed.federation.certificates import CertificateBook
-from medfed.federation.signing import CERT_HEADER, AuthError, Principal, verify_request
-from medfed.federation.store import Store
+from medfed.federation.coordinator.checks import invalid_sentence
+from medfed.federation.coordinator.store import Store
+from medfed.federation.identity.certificates import CertificateBook
+from medfed.federation.identity.signing import CERT_HEADER, AuthError, Principal, verify_request
 
 __all__ = ["CHUNK_SIZE", "MAX_JSON_BODY", "OPEN_ROUTES", "Gate", "Refusal", "body_limit"]
 

@@ -10,7 +10,7 @@ import pytest
 
 from medfed.errors import ConfigError, UsageError
 from medfed.privacy.accounting import GaussianRounds, composed_epsilon, epsilon
-from medfed.privacy.budget import BudgetExceeded, SiteBudget
+from medfed.site.budget import BudgetExceeded, SiteBudget
 
 SIGMA, Q = 1.0, 0.5
 

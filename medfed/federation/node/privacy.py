@@ -1,7 +1,7 @@
 """A node's protection of its updates in one job: client- or sample-level DP, secure aggregation.
 
 For a job whose ``privacy.dp`` is ``"client"`` the node first reserves the job's planned
-rounds on its data set's lifetime budget (:class:`~medfed.privacy.budget.SiteBudget`) and
+rounds on its data set's lifetime budget (:class:`~medfed.site.budget.SiteBudget`) and
 refuses the job when they do not fit; then it charges each round *before* training, so that
 nothing leaves a round the budget refused. Its clip and noise steps draw the noise from the
 operating system's entropy, never from the instruction's seed.
@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from medfed.config import TrainSettings
 from medfed.errors import UsageError
-from medfed.privacy.budget import SiteBudget
 from medfed.privacy.config import PrivacyConfig
 from medfed.privacy.steps import ClientDPSteps, client_dp_steps
 from medfed.records import Instruction
 from medfed.secagg import AdvertiseRequest, ProtocolViolation, message_from_json
+from medfed.site.budget import SiteBudget
 from medfed.site.secure_aggregation import SecAggIdentity, SecureAggregationSite
 
 __all__ = ["JobProtection", "RoundCost", "job_privacy", "protect_job"]
@@ -81,10 +81,10 @@ class JobProtection:
         """Before a key-advertisement request: check it binds this job, learn the peers' keys.
 
         ``fetch(sites)`` returns the coordinator's certificates (base64 DER) of ``sites``;
-        ``ca`` are :func:`~medfed.federation.certificates.peer_keys`'s ``ca_pem`` and
+        ``ca`` are :func:`~medfed.federation.identity.certificates.peer_keys`'s ``ca_pem`` and
         ``consortium``.
         """
-        from medfed.federation.certificates import peer_keys
+        from medfed.federation.identity.certificates import peer_keys
 
         if instruction.message is None or instruction.message.get("type") != "advertise_request":
             return
@@ -118,7 +118,7 @@ def protect_job(
     """The protection ``announced`` (the job as the coordinator lists it) asks of this site.
 
     Reserves the job's rounds on the data set's budget first; raises
-    :class:`~medfed.privacy.budget.BudgetExceeded` (or a ConfigError when no budget is set)
+    :class:`~medfed.site.budget.BudgetExceeded` (or a ConfigError when no budget is set)
     when the node must refuse the job. A sample-level job (DP-SGD) reserves its optimizer
     steps: σ as DP-SGD resolves it at this site (``num_train`` training records, the job's
     batch size, epochs and rounds), Poisson sample rate and steps per round; the site app

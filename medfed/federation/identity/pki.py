@@ -16,7 +16,7 @@ and ``created``. An identity certificate carries the participant in its subject:
 ``O=<consortium>, OU=<role>, CN=<name>``. The coordinator trusts any identity the CA signed, so
 ``add_participant`` issues one more kit without touching anyone else's; revocation is a list the
 coordinator keeps (by fingerprint or name), never a re-issue. Loading a kit back is
-:mod:`medfed.federation.kits`.
+:mod:`medfed.federation.identity.kits`.
 """
 
 from __future__ import annotations

@@ -32,30 +32,30 @@ from typing import Any
 from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import MedfedError, UsageError
-from medfed.federation.client import ApiError, FederationClient, TransportError
-from medfed.federation.kits import Kit
-from medfed.federation.node_checks import (
+from medfed.federation.identity.kits import Kit
+from medfed.federation.node.checks import (
     NotFinite,
     ProtocolError,
 )
-from medfed.federation.node_checks import (
+from medfed.federation.node.checks import (
     checked_id as _checked_id,
 )
-from medfed.federation.node_checks import (
+from medfed.federation.node.checks import (
     checked_sha256 as _checked_sha256,
 )
-from medfed.federation.node_checks import (
+from medfed.federation.node.checks import (
     checked_task as _checked_task,
 )
-from medfed.federation.node_checks import (
+from medfed.federation.node.checks import (
     not_finite as _not_finite,
 )
-from medfed.federation.node_checks import (
+from medfed.federation.node.checks import (
     permanent as _permanent,
 )
-from medfed.federation.node_privacy import JobProtection, RoundCost, job_privacy, protect_job
-from medfed.federation.outbox import Outbox, Waiting
-from medfed.federation.state_lock import release_state_lock, take_state_lock
+from medfed.federation.node.outbox import Outbox, Waiting
+from medfed.federation.node.privacy import JobProtection, RoundCost, job_privacy, protect_job
+from medfed.federation.node.state_lock import release_state_lock, take_state_lock
+from medfed.federation.transfer.client import ApiError, FederationClient, TransportError
 from medfed.privacy.config import PrivacyConfig
 from medfed.records import Operation, Params, Reply, SiteFailure
 from medfed.serde import instruction_from_wire, reply_to_header

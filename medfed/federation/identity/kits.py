@@ -1,5 +1,5 @@
-"""A participant's startup kit on disk, loaded and checked (see :mod:`medfed.federation.pki`
-for what ``medfed provision`` writes)."""
+"""A participant's startup kit on disk, loaded and checked (see
+:mod:`medfed.federation.identity.pki` for what ``medfed provision`` writes)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from medfed.federation.pki import (
+from medfed.federation.identity.pki import (
     _PIN,
     COORDINATOR,
     ROLES,

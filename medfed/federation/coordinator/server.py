@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medfed.federation.api import ApiSettings, create_app
-from medfed.federation.blobs import BlobStore
-from medfed.federation.jobs import JobRunner
-from medfed.federation.remote_backend import Wakeup
-from medfed.federation.store import Store
+from medfed.federation.coordinator.app import ApiSettings, create_app
+from medfed.federation.coordinator.blobs import BlobStore
+from medfed.federation.coordinator.jobs import JobRunner
+from medfed.federation.coordinator.remote_backend import Wakeup
+from medfed.federation.coordinator.store import Store
 
 __all__ = ["Coordinator", "CoordinatorSettings"]
 

@@ -1,4 +1,4 @@
-"""The coordinator's tables (SQLAlchemy Core): what :class:`~medfed.federation.store.Store`
+"""The coordinator's tables (SQLAlchemy Core): what :class:`~.store.Store`
 reads and writes. New tables may be added (``create_all`` creates them in an existing
 database); a new column in an existing table needs a migration.
 """

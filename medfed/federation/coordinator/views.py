@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medfed.federation.store import Store
+from medfed.federation.coordinator.store import Store
 
 __all__ = ["job_brief", "job_view", "jobs_for_site"]
 

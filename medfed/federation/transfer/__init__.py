@@ -1,0 +1,1 @@
+"""How bytes move: the signed HTTPS client and chunked, resumable, hash-checked transfers."""
