@@ -9,9 +9,22 @@ import re
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 
+from medfed.errors import MedfedError
 from medfed.records import Reply
 
-__all__ = ["header_problem", "invalid_sentence", "parse_range"]
+__all__ = ["MALFORMED", "header_problem", "invalid_sentence", "parse_range"]
+
+# what parsing untrusted bytes or JSON may raise: each is the sender's fault, a 400, never a 500
+# what a parser may raise on hostile input: 10**400 as a float, JSON nested 200k deep
+MALFORMED = (
+    MedfedError,
+    LookupError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
 
 
 def header_problem(reply: Reply) -> str | None:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends
 
-from medfed.federation.coordinator.auth import Gate
 from medfed.federation.coordinator.blobs import BlobStore
 from medfed.federation.coordinator.remote_backend import base_operation
+from medfed.federation.coordinator.routes.context import ApiContext
 from medfed.federation.coordinator.store import Store, TaskRow
 from medfed.federation.identity.signing import Principal
 from medfed.orchestration.validate import check_update
@@ -28,7 +27,7 @@ from medfed.records import Operation, Params, Reply
 from medfed.site.secure_aggregation import MASKED_TENSOR
 from medfed.tensor_file import open_params
 
-__all__ = ["EXTRA_VALUES", "base_operation", "install_secagg_routes", "update_problem"]
+__all__ = ["EXTRA_VALUES", "base_operation", "router", "update_problem"]
 
 EXTRA_VALUES = 16  # values a masked vector may hold beyond the model's (e.g. the clip bit)
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -89,14 +88,14 @@ def update_problem(
     return None if problem is None else (422, f"update refused: {problem}")
 
 
-def install_secagg_routes(
-    app: FastAPI, *, store: Store, gate: Gate, read: Callable[[Principal, str, str], None]
-) -> None:
-    refuse, need = gate.refuse, gate.need
-    book = gate.certificates
+def router(ctx: ApiContext) -> APIRouter:
+    r = ctx.router()
+    store, read = ctx.store, ctx.read
+    refuse, need = ctx.gate.refuse, ctx.gate.need
+    book = ctx.gate.certificates
     a_site = Depends(need("site"))
 
-    @app.get("/v1/jobs/{job_id}/certificates")
+    @r.get("/v1/jobs/{job_id}/certificates")
     def certificates(job_id: str, sites: str = "", p: Principal = a_site) -> dict[str, Any]:
         """The identity certificates of the job's sites named in ``sites`` (comma-separated)."""
         job = store.job(job_id)
@@ -119,3 +118,5 @@ def install_secagg_routes(
             "job_id": job_id,
             "certificates": {n: base64.b64encode(d).decode("ascii") for n, d in found.items()},
         }
+
+    return r
