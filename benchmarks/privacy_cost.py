@@ -227,11 +227,7 @@ def run_one(dataset: str, key: str, seed: int, training: Training) -> Outcome:
         clip = privacy["client_level"]["clip_norm"]
     elif "sample_level_epsilon" in privacy:
         eps = max(privacy["sample_level_epsilon"].values())
-    saturated = sum(
-        int(m.extra.get("secagg_saturated", 0))
-        for r in result.history
-        for m in r.train_metrics.values()
-    )
+    saturated = sum(rep.saturated or 0 for r in result.history for rep in r.reports.values())
     weights = None
     if setting.dp == "none":
         weights = np.concatenate([np.ravel(a).astype(np.float64) for a in result.params.values()])

@@ -2,8 +2,9 @@
 
 FedProx (Li et al., 2020, "Federated Optimization in Heterogeneous Networks") adds
 (μ/2)·‖w − w_global‖² to each site's loss, which keeps sites with very different data from
-drifting far from the global model. μ comes from the round's config (``proximal_mu``, sent by
-the strategy), so the coordinator can change it without touching the sites.
+drifting far from the global model. μ comes from the round's settings
+(``ctx.round_settings.proximal_mu``, sent by the strategy), so the coordinator can change it
+without touching the sites.
 
 medfed's default loop already honours ``proximal_mu``; this file shows how a loop of your own
 fits into a task, reusing medfed's helpers for batching, the optimizer and the loss::
@@ -25,7 +26,7 @@ from medfed.site.torch_app import as_tensor, batch_indices, make_optimizer
 
 
 def train(model: nn.Module, data: SiteData, ctx: TrainContext) -> Metrics:
-    mu = float(ctx.config.get("proximal_mu", 0.0))
+    mu = ctx.round_settings.proximal_mu
     # The model arrives holding the global weights: remember them for the proximal term.
     global_weights = [p.detach().clone() for p in model.parameters()]
     x = as_tensor(data.x_train, dtype=torch.float32, device=ctx.device)

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from medfed.messages import RoundSettings, SiteReport
+
 __all__ = [
     "ConfigValue",
     "Instruction",
@@ -203,7 +205,7 @@ class Instruction:
     round: int
     params: Params
     seed: int
-    config: Mapping[str, ConfigValue] = field(default_factory=dict)
+    settings: RoundSettings = field(default_factory=RoundSettings)
     # a protocol message of a multi-stage round (JSON-safe values only), e.g. secure aggregation
     message: Mapping[str, Any] | None = None
 
@@ -244,6 +246,7 @@ class Reply:
     failure: SiteFailure | None = None
     seconds: float = 0.0
     message: Mapping[str, Any] | None = None  # a protocol message back (JSON-safe values only)
+    report: SiteReport | None = None  # what the site says about its training (medfed.messages)
 
     @property
     def ok(self) -> bool:

@@ -20,6 +20,12 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as _st_load
 
 from medfed.errors import IntegrityError, SerializationError
+from medfed.messages import (
+    report_from_json,
+    report_to_json,
+    settings_from_json,
+    settings_to_json,
+)
 from medfed.records import Instruction, Metrics, Operation, Params, Reply, SiteFailure, Update
 
 __all__ = [
@@ -236,22 +242,20 @@ def instruction_to_wire(instruction: Instruction) -> dict[str, Any]:
         "operation": instruction.operation.value,
         "round": instruction.round,
         "seed": instruction.seed,
-        "config": dict(instruction.config),
+        "settings": settings_to_json(instruction.settings),
         "message": None if instruction.message is None else dict(instruction.message),
     }
 
 
 def instruction_from_wire(header: Mapping[str, Any], params: Params) -> Instruction:
     try:
-        config = header.get("config", {})
-        if not isinstance(config, dict):
-            raise TypeError("config must be an object")
+        settings = settings_from_json(header.get("settings"))
         return Instruction(
             operation=Operation(header["operation"]),
             round=int(header["round"]),
             seed=int(header["seed"]),
             params=params,
-            config=config,
+            settings=settings,
             message=_message(header),
         )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -289,6 +293,7 @@ def reply_to_header(reply: Reply) -> dict[str, Any]:
         },
         "num_examples": None if reply.update is None else reply.update.num_examples,
         "message": None if reply.message is None else dict(reply.message),
+        "report": None if reply.report is None else report_to_json(reply.report),
     }
 
 
@@ -323,6 +328,7 @@ def reply_from_header(header: Mapping[str, Any], delta: Params | None) -> Reply:
             ),
             seconds=json_number(header.get("seconds", 0.0), "seconds"),
             message=_message(header),
+            report=None if header.get("report") is None else report_from_json(header["report"]),
         )
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise SerializationError(f"malformed reply header ({exc})") from None

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from medfed.errors import IntegrityError, SerializationError
+from medfed.messages import RoundSettings, SecureSettings, SiteReport
 from medfed.records import Instruction, Metrics, Operation, Params, Reply, SiteFailure, Update
 from medfed.serde import (
     instruction_from_wire,
@@ -73,7 +74,10 @@ def test_order_header_must_list_the_tensors() -> None:
 
 def test_instruction_and_reply_round_trip() -> None:
     p = _params()
-    ins = Instruction(Operation.TRAIN, 4, p, seed=99, config={"mu": 0.1, "tag": "x"})
+    settings = RoundSettings(
+        proximal_mu=0.1, clip_norm=2.0, secure=SecureSettings("uniform", 3.0), task={"tag": "x"}
+    )
+    ins = Instruction(Operation.TRAIN, 4, p, seed=99, settings=settings)
     header = json.loads(json.dumps(instruction_to_wire(ins)))
     assert instruction_from_wire(header, p) == ins
 
@@ -84,9 +88,11 @@ def test_instruction_and_reply_round_trip() -> None:
         update=Update(p, num_examples=12),
         metrics=Metrics(num_examples=12, loss=0.5, extra={"f1": 0.7}),
         seconds=1.25,
+        report=SiteReport(clip_bit=-0.4, epsilon=1.5, saturated=3, local_steps=40),
     )
     h, blob = reply_to_wire(reply)
     back = reply_from_wire(json.loads(json.dumps(h)), blob)
+    assert back.report == reply.report
     assert back.update is not None and back.update.delta == p
     assert back.metrics == reply.metrics and back.site == "h1" and back.seconds == 1.25
 

@@ -15,8 +15,8 @@ Sub-packages, one per box (imports point downwards: ``doctor`` → ``coordinator
   signatures (``signing``), the participants' certificates (``certificates``);
 - :mod:`.transfer` — the signed HTTPS client (``client``) and chunked, resumable,
   hash-checked transfers (``chunks``);
-- :mod:`.coordinator` — the HTTP API (``app``, ``auth``, ``checks``, ``models``,
-  ``secagg_routes``, ``access``, ``views``), its state (``store``, ``schema``, ``blobs``),
+- :mod:`.coordinator` — the HTTP API (``app`` composed from the ``routes`` package; ``auth``,
+  ``checks``, ``models``, ``access``, ``views``), its state (``store``, ``schema``, ``blobs``),
   and the jobs it drives (``job_config``, ``jobs``, ``remote_backend``; ``server`` runs it all);
 - :mod:`.node` — the hospital's agent (``agent``), its checks of the coordinator's input
   (``checks``), its update protection (``privacy``), its ``outbox`` and ``state_lock``;

@@ -16,7 +16,7 @@ import dataclasses
 import math
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,18 +25,12 @@ import numpy as np
 from medfed.config import UpdateBounds
 from medfed.errors import RoundFailed
 from medfed.math.aggregate import is_finite, l2_norm
+from medfed.messages import RoundSettings, SiteReport
 from medfed.orchestration.backends.base import Backend, Request
+from medfed.orchestration.checkpoint import RoundCheckpoint
 from medfed.orchestration.validate import Bounded, bound_updates, check_update
-from medfed.records import (
-    ConfigValue,
-    Instruction,
-    Metrics,
-    Operation,
-    Params,
-    SiteFailure,
-    Update,
-)
-from medfed.strategies.base import Strategy
+from medfed.records import Instruction, Metrics, Operation, Params, SiteFailure
+from medfed.strategies.base import SecureSum, Strategy, StrategyState
 
 if TYPE_CHECKING:
     from medfed.orchestration.secure_round import SecureAggregation
@@ -47,7 +41,6 @@ __all__ = ["RoundDriver", "RoundObserver", "RoundResult", "derive_seed", "site_s
 _SAMPLING = 0x5A4D  # stream tags keep the sampling and site seeds independent
 _SITE = 0x517E
 _MASK64 = (1 << 64) - 1
-_CLIP_BIT = "dp_clip_bit"  # medfed.site.runtime.CLIP_BIT: a site's noised clipped-count bit
 
 
 def derive_seed(seed: int, *tags: int) -> int:
@@ -85,6 +78,17 @@ class RoundResult:
     # each site's update norm as it arrived, and why a site's update was bounded (if it was)
     update_norms: dict[str, float] = field(default_factory=dict)
     bounded: dict[str, str] = field(default_factory=dict)
+    # what each site reported about its training (DP-SGD's ε, saturated values, …)
+    reports: dict[str, SiteReport] = field(default_factory=dict)
+    # the strategy's state after this round (checkpointed with the round's params)
+    strategy_state: StrategyState = field(default_factory=StrategyState)
+    # the coordinator's privacy state after this round (the adaptive clip), ditto
+    privacy_state: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def checkpoint(self) -> RoundCheckpoint:
+        """What a restarted run needs besides the round's params to resume identically."""
+        return RoundCheckpoint(self.round, self.strategy_state, dict(self.privacy_state))
 
     @property
     def train_summary(self) -> Metrics:
@@ -126,7 +130,25 @@ class RoundDriver:
         self.evaluate_every = evaluate_every
         self.timeout = timeout
         self.observers = list(observers)
+        # the strategy's state: None until the first round (init_state), or set to resume
+        self.strategy_state: StrategyState | None = None
         self._round_key: tuple[tuple[int, int], int] = ((-1, -1), 0)
+
+    def restore(self, checkpoint: RoundCheckpoint | None, *, rounds_done: int) -> None:
+        """Resume after ``rounds_done`` rounds from the checkpoint written after the last one.
+
+        ``None`` (a run checkpointed before checkpoints held state): the strategy starts from
+        its initial state, the accountant still counts the rounds that ran.
+        """
+        if checkpoint is not None and checkpoint.round != rounds_done:
+            raise ValueError(
+                f"the checkpoint is of round {checkpoint.round}, the run resumes after "
+                f"round {rounds_done}"
+            )
+        self.strategy_state = None if checkpoint is None else checkpoint.strategy
+        if self.privacy is not None:
+            state = {} if checkpoint is None else checkpoint.privacy
+            self.privacy.restore(state, rounds_done=rounds_done)
 
     def _instruction(
         self,
@@ -134,14 +156,14 @@ class RoundDriver:
         round: int,
         site: str,
         params: Params,
-        config: Mapping[str, ConfigValue],
+        settings: RoundSettings,
     ) -> Instruction:
         key = (round, int(operation == Operation.EVALUATE))
         if self._round_key[0] != key:  # one SeedSequence per round and operation
             self._round_key = (key, derive_seed(self.seed, _SITE, *key))
         seed = site_seed(self._round_key[1], site)
         return Instruction(
-            operation=operation, round=round, params=params, seed=seed, config=config
+            operation=operation, round=round, params=params, seed=seed, settings=settings
         )
 
     def _secure_settings(self) -> SecureAggregation | None:
@@ -166,19 +188,23 @@ class RoundDriver:
         rng = np.random.default_rng([self.seed, _SAMPLING, round])
         plans = self.strategy.configure_train(round=round, params=params, sites=sites, rng=rng)
         secure = self._secure_settings()
-        extra: dict[str, ConfigValue] = {}
-        if self.privacy is not None:
-            extra.update(self.privacy.train_config())
-        if secure is not None:
-            extra.update(secure.train_config())
+        clip = None if self.privacy is None else self.privacy.round_clip()
+        terms = None if secure is None else secure.round_settings()
+
+        def protected(settings: RoundSettings) -> RoundSettings:
+            return dataclasses.replace(settings, clip_norm=clip, secure=terms)
+
         requests: list[Request] = [
             (
                 p.site,
-                self._instruction(Operation.TRAIN, round, p.site, params, {**p.config, **extra}),
+                self._instruction(Operation.TRAIN, round, p.site, params, protected(p.settings)),
             )
             for p in plans
         ]
-        aggregator = self.strategy.aggregator(round=round, params=params)
+        if self.strategy_state is None:
+            self.strategy_state = self.strategy.init_state(params)
+        aggregator = self.strategy.aggregator(round=round, params=params, state=self.strategy_state)
+        reports: dict[str, SiteReport] = {}
         failures: dict[str, SiteFailure] = {}
         train_metrics: dict[str, Metrics] = {}
         trained: list[str] = []
@@ -219,7 +245,9 @@ class RoundDriver:
             trained.append(reply.site)
             if reply.metrics is not None:
                 train_metrics[reply.site] = reply.metrics
-                bit = reply.metrics.extra.get(_CLIP_BIT)
+            if reply.report is not None:
+                reports[reply.site] = reply.report
+                bit = reply.report.clip_bit
                 if bit is not None and math.isfinite(bit):
                     bits.append(bit)
             del reply
@@ -244,8 +272,7 @@ class RoundDriver:
             failures.update(result.failures)
             trained = [s for s in trained if s in result.survivors]
             if len(trained) >= needed:
-                weight = max(1, math.floor(result.total_weight + 0.5))
-                aggregator.add("secure-sum", Update(delta=result.mean, num_examples=weight))
+                aggregator.add_sum(SecureSum(result.mean, result.total_weight, tuple(trained)))
             bits = [float(v) for v in result.extra_sum]
         if len(trained) < needed:
             detail = "; ".join(f"{s}: {f}" for s, f in failures.items()) or "no site replied"
@@ -254,13 +281,15 @@ class RoundDriver:
                 f"at least {needed} needed ({detail})"
             )
         with np.errstate(over="ignore", invalid="ignore"):  # checked right below
-            new_params = aggregator.finish()
+            outcome = aggregator.finish()
+        new_params = outcome.params
         if not is_finite(new_params):  # never publish a model no site can evaluate
             raise RoundFailed(
                 f"round {round}: the aggregate of {len(trained)} updates is not finite; the "
                 "global model is kept as it was (lower bounds.norm_factor, or look for the "
                 "site whose updates are out of scale in the round's record)"
             )
+        self.strategy_state = outcome.state  # the round passed every check
         privacy = {}
         if self.privacy is not None:
             privacy = self.privacy.finish_round(centred_bits_sum=math.fsum(bits) if bits else None)
@@ -274,6 +303,9 @@ class RoundDriver:
             privacy=privacy,
             update_norms=norms,
             bounded=bounded,
+            reports=reports,
+            strategy_state=outcome.state,
+            privacy_state={} if self.privacy is None else self.privacy.state(),
         )
 
     def evaluate(
@@ -282,7 +314,7 @@ class RoundDriver:
         """Every site evaluates ``params`` on its own held-out data."""
         plans = self.strategy.configure_evaluate(round=round, sites=self.backend.site_names)
         requests: list[Request] = [
-            (p.site, self._instruction(Operation.EVALUATE, round, p.site, params, dict(p.config)))
+            (p.site, self._instruction(Operation.EVALUATE, round, p.site, params, p.settings))
             for p in plans
         ]
         metrics: dict[str, Metrics] = {}

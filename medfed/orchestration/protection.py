@@ -14,7 +14,6 @@ accountant is given a sampling rate of 1: no privacy amplification by sampling i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +25,7 @@ from medfed.privacy.server import ServerPrivacy
 from medfed.privacy.steps import ClientDPSteps, client_dp_steps
 from medfed.secagg import ed25519_verifier
 from medfed.site.secure_aggregation import SecAggIdentity, SecureAggregationSite
+from medfed.strategies.base import expected_sites
 
 __all__ = ["SiteProtection", "protection_for"]
 
@@ -76,7 +76,7 @@ def protection_for(
     """The coordinator's and the sites' parts of ``config`` (all None: no protection)."""
     if not config.enabled and not config.secure_aggregation:
         return None, None, None
-    expected = float(min(len(sites), max(min_sites, math.ceil(fraction * len(sites)))))
+    expected = float(expected_sites(len(sites), fraction=fraction, min_sites=min_sites))
     server = None
     if config.dp == "client":
         server = ServerPrivacy(

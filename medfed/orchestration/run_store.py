@@ -25,6 +25,8 @@ from typing import Any
 
 from medfed.config import RunConfig, save_config
 from medfed.errors import UsageError
+from medfed.messages import SiteReport
+from medfed.orchestration.checkpoint import checkpoint_to_bytes
 from medfed.orchestration.driver import RoundResult
 from medfed.records import Metrics, Params
 from medfed.serde import atomic_write, save_params
@@ -113,6 +115,8 @@ class RunStore:
 
     def on_round_end(self, result: RoundResult) -> None:
         self.save_model(result.params, round=result.round)
+        # the strategy's and the privacy state after the round (orchestration.checkpoint)
+        atomic_write(self.path / "checkpoint.safetensors", checkpoint_to_bytes(result.checkpoint))
         self.append_rows(round_rows(result))
         self.rounds_done = result.round
         self._status("running")
@@ -154,6 +158,11 @@ def metric_row(
     return row
 
 
+def report_fields(report: SiteReport) -> dict[str, float | int | None]:
+    """A site's report as metric-row fields (``clip_bit`` stays out: it is noise)."""
+    return {"epsilon": report.epsilon, "saturated": report.saturated, "steps": report.local_steps}
+
+
 def round_(x: float) -> float:
     return float(f"{x:.6g}")
 
@@ -161,6 +170,10 @@ def round_(x: float) -> float:
 def round_rows(result: RoundResult) -> list[dict[str, Any]]:
     """Long-format rows: one per site and phase, then the weighted mean over sites (``all``)."""
     rows = [metric_row(result.round, "train", s, m) for s, m in result.train_metrics.items()]
+    for row in rows:  # what each site reported: DP-SGD's ε, values saturated by secure agg.
+        report = result.reports.get(row["site"])
+        if report is not None:
+            row.update({k: v for k, v in report_fields(report).items() if v is not None})
     rows += [
         metric_row(result.round, "train", s, None, error=str(f)) for s, f in result.failures.items()
     ]

@@ -19,16 +19,11 @@ import numpy as np
 import numpy.typing as npt
 
 from medfed.errors import ConfigError, MedfedError, RoundFailed
+from medfed.messages import SecureSettings
 from medfed.orchestration.backends.base import Backend, Request
-from medfed.records import ConfigValue, Instruction, Operation, Params, Reply, SiteFailure
+from medfed.records import Instruction, Operation, Params, Reply, SiteFailure
 from medfed.secagg import SecAggConfig, SecAggServer, Stage, Verifier, message_from_json
-from medfed.site.secure_aggregation import (
-    BOUND_KEY,
-    MASKED_TENSOR,
-    SECURE_KEY,
-    WEIGHT_KEY,
-    unflatten,
-)
+from medfed.site.secure_aggregation import MASKED_TENSOR, unflatten
 
 __all__ = ["SecureAggregation", "SecureSum", "secure_sum"]
 
@@ -55,12 +50,11 @@ class SecureAggregation:
     job: str = "simulation"
     verify_identity: Verifier | None = field(default=None, compare=False, repr=False)
 
-    def train_config(self) -> dict[str, ConfigValue]:
-        return {
-            SECURE_KEY: True,
-            WEIGHT_KEY: "uniform" if self.uniform_weights else "examples",
-            BOUND_KEY: float(self.bound),
-        }
+    def round_settings(self) -> SecureSettings:
+        """What each site is told (RoundSettings.secure): its weights and the values' bound."""
+        return SecureSettings(
+            weights="uniform" if self.uniform_weights else "examples", bound=float(self.bound)
+        )
 
     def config_for(self, *, num_sites: int, num_values: int) -> SecAggConfig:
         if num_sites < 2:

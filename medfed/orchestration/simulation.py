@@ -19,7 +19,7 @@ from medfed.orchestration.driver import RoundDriver, RoundObserver, RoundResult
 from medfed.orchestration.protection import SiteProtection, protection_for
 from medfed.records import Instruction, Metrics, Operation, Params, Reply, SiteFailure
 from medfed.site.runtime import SiteRuntime
-from medfed.strategies import FedAvg, make_strategy
+from medfed.strategies import FedAvg, check_secure_aggregation, make_strategy
 
 if TYPE_CHECKING:
     from medfed.data.base import DataSpec, FederatedDataset, SiteData
@@ -280,6 +280,8 @@ class Simulation:
             min_sites=config.strategy.min_sites,
             options=config.strategy.options,
         )
+        if config.privacy.secure_aggregation:
+            check_secure_aggregation(self.strategy)
         self.initial = self.factory.task.initial_params(dataset.spec, seed=config.seed)
         self.factory.names = dataset.site_names
         self.server_privacy, self.secure, self.factory.protection = protection_for(

@@ -19,14 +19,14 @@ plan of a run is the run's own accounting.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from medfed.errors import ConfigError
 from medfed.privacy.accounting import PrivacyAccountant
 from medfed.privacy.adaptive_clip import AdaptiveClip
 from medfed.privacy.config import PrivacyConfig
 from medfed.privacy.mechanisms import distributed_noise_std
-from medfed.privacy.steps import CLIP_NORM_KEY, ClientDPSteps, client_dp_steps
-from medfed.records import ConfigValue
+from medfed.privacy.steps import ClientDPSteps, client_dp_steps
 
 __all__ = ["SITE_SAMPLE_RATE", "ServerPrivacy", "client_accountant"]
 
@@ -119,8 +119,26 @@ class ServerPrivacy:
             expected_sites=self.expected_sites,
         )
 
-    def train_config(self) -> dict[str, ConfigValue]:
-        return {CLIP_NORM_KEY: self.clip} if self.adaptive is not None else {}
+    def round_clip(self) -> float | None:
+        """The clip a round's settings carry (``RoundSettings.clip_norm``): None unless adaptive."""
+        return self.clip if self.adaptive is not None else None
+
+    def state(self) -> dict[str, float]:
+        """What must survive a restart besides the rounds accounted: the adaptive clip."""
+        return {"clip_norm": self.adaptive.clip} if self.adaptive is not None else {}
+
+    def restore(self, state: Mapping[str, float], *, rounds_done: int) -> None:
+        """Resume after ``rounds_done`` rounds with the ``state`` checkpointed after the last.
+
+        The accountant composes the rounds that ran again (same σ, same rate: the same ε).
+        """
+        if rounds_done > 0:
+            self.accountant.step(rounds=rounds_done)
+        clip = state.get("clip_norm")
+        if self.adaptive is not None and clip is not None:
+            if not (math.isfinite(clip) and clip > 0):
+                raise ValueError(f"a checkpointed clip norm must be positive, got {clip}")
+            self.adaptive.clip = float(clip)
 
     def value_bound(self) -> float:
         """The largest magnitude of one value a site sends through secure aggregation."""

@@ -27,10 +27,7 @@ from medfed.privacy.config import PrivacyConfig
 from medfed.privacy.mechanisms import add_gaussian_noise, clip_l2
 from medfed.records import Instruction, Update
 
-__all__ = ["CLIP_NORM_KEY", "ClientDPSteps", "ClipStep", "NoiseStep", "client_dp_steps"]
-
-CLIP_NORM_KEY = "dp_clip_norm"
-"""Config key of the round's clip norm, sent by the server when clipping is adaptive."""
+__all__ = ["ClientDPSteps", "ClipStep", "NoiseStep", "client_dp_steps"]
 
 
 def os_entropy_rng() -> np.random.Generator:
@@ -41,8 +38,8 @@ def os_entropy_rng() -> np.random.Generator:
 class ClipStep:
     """Clips the update's delta to an L2 norm (the whole update as one vector).
 
-    With ``adaptive=True`` the bound is the round's :data:`CLIP_NORM_KEY` from the
-    instruction's config (the server's :class:`~medfed.privacy.adaptive_clip.AdaptiveClip`),
+    With ``adaptive=True`` the bound is the round's ``settings.clip_norm`` from the
+    instruction's settings (the server's :class:`~medfed.privacy.adaptive_clip.AdaptiveClip`),
     falling back to ``max_norm``. A :meth:`NoiseStep.relative_to` step then scales its noise
     with the same bound, so a coordinator cannot buy less noise by sending a larger clip.
 
@@ -65,15 +62,9 @@ class ClipStep:
 
     def bound_for(self, instruction: Instruction) -> float:
         """The L2 bound of this round."""
-        if not self.adaptive or CLIP_NORM_KEY not in instruction.config:
+        if not self.adaptive or instruction.settings.clip_norm is None:
             return self.max_norm
-        value = instruction.config[CLIP_NORM_KEY]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{CLIP_NORM_KEY} must be a number, got {value!r}")
-        bound = float(value)
-        if not (math.isfinite(bound) and bound > 0):
-            raise ValueError(f"{CLIP_NORM_KEY} must be a positive number, got {bound}")
-        return bound
+        return instruction.settings.clip_norm  # checked finite and positive by RoundSettings
 
     def __call__(self, update: Update, instruction: Instruction) -> Update:
         bound = self.bound_for(instruction)

@@ -76,9 +76,9 @@ def privacy_summary(result: SimulationResult) -> dict[str, Any]:
         out["client_level"] = dict(last.privacy)
     site_eps: dict[str, float] = {}
     for r in result.history:
-        for site, m in r.train_metrics.items():
-            if "epsilon" in m.extra:
-                site_eps[site] = max(site_eps.get(site, 0.0), m.extra["epsilon"])
+        for site, report in r.reports.items():
+            if report.epsilon is not None:
+                site_eps[site] = max(site_eps.get(site, 0.0), report.epsilon)
     if site_eps:  # each site's own accountant (sample-level DP-SGD); never averaged
         out["sample_level_epsilon"] = site_eps
     return out

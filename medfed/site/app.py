@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from medfed.messages import SiteReport
 from medfed.records import Instruction, Metrics, Params
 
 __all__ = ["FitResult", "SiteApp"]
@@ -26,6 +27,7 @@ class FitResult:
     params: Params
     num_examples: int
     metrics: Metrics
+    report: SiteReport | None = None  # what medfed reports for the site (e.g. DP-SGD's ε)
 
 
 @runtime_checkable

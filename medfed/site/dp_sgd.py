@@ -8,7 +8,7 @@ that leaves — are then ``(ε, δ)``-DP for each patient, whatever happens to t
 
 One :class:`DPSGD` serves one site for a whole job: its Opacus accountant adds up every step
 of every round, and :meth:`DPSGD.epsilon` is the site's ε so far (reported after each fit in
-``Metrics.extra["epsilon"]``). The accountant is Opacus's RDP accountant (``"rdp"``), or its
+``FitResult.report.epsilon``). The accountant is Opacus's RDP accountant (``"rdp"``), or its
 PRV accountant when the privacy config asks for ``"pld"`` (both are numerical
 privacy-loss-distribution methods).
 
@@ -220,20 +220,20 @@ class DPSGD:
     def train(self, model: nn.Module, data: SiteData, ctx: TrainContext) -> Metrics:
         """Train ``model`` in place for ``ctx.settings.local_epochs`` epochs with DP-SGD.
 
-        A :data:`~medfed.site.task.TrainFn`; returns ``num_examples`` and ``extra["epsilon"]``.
+        A :data:`~medfed.site.task.TrainFn`; the site's ε so far is :meth:`epsilon`.
         """
-        from medfed.site.torch_app import PROXIMAL_MU, make_optimizer
+        from medfed.site.torch_app import make_optimizer
 
         spec, settings = ctx.spec, ctx.settings
         _check_kind(spec)
         n = data.num_train
         if n == 0:
-            return Metrics(num_examples=0, extra={"epsilon": self.epsilon()})
+            return Metrics(num_examples=0)
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         dataset = self._dataset_for(data, dtype)
         loader = DataLoader(dataset, batch_size=settings.batch_size, generator=_os_generator())
         optimizer = make_optimizer(model, settings)
-        mu = float(ctx.config.get(PROXIMAL_MU, 0.0))
+        mu = ctx.round_settings.proximal_mu
         anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
         hooks, dp_optimizer, dp_loader = self.engine.make_private(
             module=model,
@@ -258,7 +258,7 @@ class DPSGD:
         finally:
             hooks.cleanup()
         _check_finite(model, ctx.round)
-        return Metrics(num_examples=n, extra={"epsilon": self.epsilon()})
+        return Metrics(num_examples=n)
 
     @staticmethod
     def _step(model: nn.Module, optimizer: Any, loss_fn: nn.Module, xb: Tensor, yb: Tensor) -> None:

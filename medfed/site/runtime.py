@@ -12,17 +12,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from medfed.messages import SiteReport
 from medfed.records import Instruction, Metrics, Operation, Reply, SiteFailure, Update
 from medfed.site.app import SiteApp
 from medfed.site.pipeline import UpdateStep, compute_delta, run_pipeline
-from medfed.site.secure_aggregation import SECURE_KEY
 
 if TYPE_CHECKING:
     from medfed.privacy.steps import ClientDPSteps
     from medfed.site.secure_aggregation import SecureAggregationSite
-
-CLIP_BIT = "dp_clip_bit"
-"""Metric of a site's noised clipped-count bit (adaptive clipping without secure aggregation)."""
 
 __all__ = ["SiteRuntime"]
 
@@ -49,7 +46,9 @@ class SiteRuntime:
         self.secure = secure
         self.pipeline = (*(dp.steps if dp is not None else ()), *pipeline)
 
-    def _train(self, instruction: Instruction) -> tuple[Update | None, Metrics, dict[str, object]]:
+    def _train(
+        self, instruction: Instruction
+    ) -> tuple[Update | None, Metrics, SiteReport, dict[str, object]]:
         """Train, protect the update; in a secure round hold it instead of sending it."""
         result = self.app.fit(instruction.params, instruction)
         delta = compute_delta(result.params, instruction.params)
@@ -58,27 +57,26 @@ class SiteRuntime:
             instruction,
             self.pipeline,
         )
-        metrics = result.metrics
+        report = result.report or SiteReport()
         bit = None
         if self.dp is not None and self.dp.bit_noise_std is not None:
             bit = self.dp.noised_centered_bit()
-        if instruction.config.get(SECURE_KEY):
+        if instruction.settings.secure is not None:
             if self.secure is None:
                 raise RuntimeError(
                     "the coordinator asks for secure aggregation, which this site is not set up for"
                 )
-            extra = self.secure.hold(instruction, update, [] if bit is None else [bit])
-            metrics = replace(metrics, extra={**metrics.extra, **extra})
-            return None, metrics, {"secagg": "held", "length": update.delta.num_values}
-        if bit is not None:
-            metrics = replace(metrics, extra={**metrics.extra, CLIP_BIT: bit})
-        return update, metrics, {}
+            saturated = self.secure.hold(instruction, update, [] if bit is None else [bit])
+            report = replace(report, saturated=saturated)  # the bit travels inside the sum
+            held = {"secagg": "held", "length": update.delta.num_values}
+            return None, result.metrics, report, held
+        return update, result.metrics, replace(report, clip_bit=bit), {}
 
     def handle(self, instruction: Instruction) -> Reply:
         start = time.perf_counter()
         try:
             if instruction.operation is Operation.TRAIN:
-                update, metrics, message = self._train(instruction)
+                update, metrics, report, message = self._train(instruction)
                 return Reply(
                     site=self.name,
                     round=instruction.round,
@@ -87,6 +85,7 @@ class SiteRuntime:
                     metrics=metrics,
                     seconds=time.perf_counter() - start,
                     message=message or None,
+                    report=report,
                 )
             if instruction.operation is Operation.SECAGG and self.secure is not None:
                 answer, masked = self.secure.handle(instruction)

@@ -31,19 +31,12 @@ from medfed.secagg.errors import ProtocolViolation
 
 __all__ = [
     "MASKED_TENSOR",
-    "SECURE_KEY",
     "SecAggIdentity",
     "SecureAggregationSite",
     "flatten",
     "unflatten",
 ]
 
-SECURE_KEY = "secagg"
-"""Config key of a TRAIN instruction: true when the update goes through secure aggregation."""
-WEIGHT_KEY = "secagg_weight"
-"""Config key: "examples" (weight = number of examples) or "uniform" (weight 1, DP)."""
-BOUND_KEY = "secagg_bound"
-"""Config key: the largest magnitude of one value; larger values are saturated."""
 MASKED_TENSOR = "secagg.masked"
 """The name of the one tensor of a masked-input reply."""
 
@@ -94,15 +87,15 @@ class SecureAggregationSite:
         self._verify = ed25519_verifier(identity.peers)  # read lazily (see SecAggIdentity)
         self.saturated = 0
 
-    def hold(
-        self, instruction: Instruction, update: Update, extra: npt.ArrayLike = ()
-    ) -> dict[str, float]:
+    def hold(self, instruction: Instruction, update: Update, extra: npt.ArrayLike = ()) -> int:
         """Keep ``update`` (flattened, values saturated at the round's bound) for the protocol.
 
         Returns what the site may report about it: how many values were saturated.
         """
-        bound = float(instruction.config.get(BOUND_KEY, 1.0))
-        uniform = instruction.config.get(WEIGHT_KEY) == "uniform"
+        secure = instruction.settings.secure
+        if secure is None:
+            raise ProtocolViolation("this round's settings do not ask for secure aggregation")
+        bound, uniform = secure.bound, secure.weights == "uniform"
         vector = flatten(update.delta, extra)
         over = np.abs(vector) > bound
         self.saturated = int(np.count_nonzero(over))
@@ -111,7 +104,7 @@ class SecureAggregationSite:
         weight = 1.0 if uniform else float(update.num_examples)
         self._held = (instruction.round, vector, weight)
         self._client = None
-        return {"secagg_saturated": float(self.saturated)}
+        return self.saturated
 
     def handle(self, instruction: Instruction) -> tuple[dict[str, object], Update | None]:
         """The reply message (and, at the masked-input stage, the masked vector as an update)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
@@ -34,6 +34,7 @@ import numpy.typing as npt
 from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData
 from medfed.errors import TaskLoadError
+from medfed.messages import RoundSettings
 from medfed.records import ConfigValue, Metrics, Params
 
 if TYPE_CHECKING:
@@ -53,7 +54,9 @@ class TrainContext:
     ``generator`` is a CPU ``torch.Generator`` seeded from the instruction's seed: draw all
     shuffling from it (``torch.randperm(n, generator=ctx.generator)``) and the training is
     reproducible. The global torch RNG (dropout, augmentation) is seeded too, for the call.
-    ``config`` is what the strategy sent for this round (for example ``proximal_mu``).
+    ``round_settings`` is what the strategy sent for this round (for example
+    ``round_settings.proximal_mu``, FedProx's μ); ``config`` is its ``task`` part, a task's own
+    options.
     """
 
     settings: TrainSettings
@@ -63,6 +66,7 @@ class TrainContext:
     config: Mapping[str, ConfigValue]
     device: torch.device
     generator: torch.Generator
+    round_settings: RoundSettings = field(default_factory=RoundSettings)
 
 
 ModelFn = Callable[[DataSpec], "nn.Module"]

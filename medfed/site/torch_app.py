@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.math.metrics import accuracy, auroc, concordance_index
+from medfed.messages import SiteReport
 from medfed.records import Instruction, Metrics, Params
 from medfed.site.app import FitResult
 from medfed.site.losses import cox_ph_loss, loss_for
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from medfed.site.dp_sgd import DPSGD
 
 __all__ = [
-    "PROXIMAL_MU",
     "TorchSiteApp",
     "as_tensor",
     "batch_indices",
@@ -51,7 +51,6 @@ __all__ = [
     "resolve_device",
 ]
 
-PROXIMAL_MU = "proximal_mu"
 """Config key of FedProx's proximal weight μ; the default loop adds (μ/2)·‖w − w_global‖²."""
 
 _EVAL_CHUNK_BYTES = 64 * 2**20
@@ -187,7 +186,7 @@ def default_train(model: nn.Module, data: SiteData, ctx: TrainContext) -> Metric
 
     Losses: BCE on one logit (binary), cross-entropy (multiclass), Cox partial likelihood
     within each batch (survival; a batch without an event is skipped). When the round's
-    config has ``proximal_mu`` > 0, FedProx's term (μ/2)·‖w − w_received‖² is added.
+    settings have ``proximal_mu`` > 0, FedProx's term (μ/2)·‖w − w_received‖² is added.
     Returns the last epoch's mean training loss (and accuracy for classification).
     """
     spec, settings = ctx.spec, ctx.settings
@@ -198,7 +197,7 @@ def default_train(model: nn.Module, data: SiteData, ctx: TrainContext) -> Metric
     y = _label_tensor(data.y_train, spec.kind, ctx.device)
     loss_fn = loss_for(spec)
     optimizer = make_optimizer(model, settings)
-    mu = float(ctx.config.get(PROXIMAL_MU, 0.0))
+    mu = ctx.round_settings.proximal_mu
     anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
     survival = spec.kind is TaskKind.SURVIVAL
     events = np.asarray(data.y_train[:, 1], dtype=np.float64) > 0 if survival else None
@@ -306,7 +305,7 @@ class TorchSiteApp:
 
     With ``privacy.dp == "sample"`` the site trains with DP-SGD (:mod:`medfed.site.dp_sgd`)
     instead of the task's loop, and each fit reports the site's ε so far in
-    ``metrics.extra["epsilon"]``; ``rounds`` (the job's planned rounds) is needed only to
+    ``FitResult.report.epsilon``; ``rounds`` (the job's planned rounds) is needed only to
     calibrate the noise to ``privacy.target_epsilon``.
     """
 
@@ -370,7 +369,8 @@ class TorchSiteApp:
             spec=self.spec,
             seed=instruction.seed,
             round=instruction.round,
-            config=instruction.config,
+            config=instruction.settings.task,
+            round_settings=instruction.settings,
             device=self.device,
             generator=generator,
         )
@@ -385,7 +385,8 @@ class TorchSiteApp:
                 f"task {self.task.name!r}: training changed the model's parameter layout; "
                 "a train function must update the model's weights in place"
             )
-        return FitResult(params=trained, num_examples=n, metrics=metrics)
+        report = None if self.dp_sgd is None else SiteReport(epsilon=self.dp_sgd.epsilon())
+        return FitResult(params=trained, num_examples=n, metrics=metrics, report=report)
 
     def evaluate(self, params: Params, instruction: Instruction) -> Metrics:
         """Metrics of ``params`` on the site's held-out test set."""

@@ -6,20 +6,40 @@ from collections.abc import Mapping
 from typing import Any
 
 from medfed.errors import ConfigError
-from medfed.strategies.base import Aggregator, SitePlan, Strategy, sample_sites
+from medfed.strategies.base import (
+    Aggregate,
+    Aggregator,
+    SecureSum,
+    SitePlan,
+    Strategy,
+    StrategyState,
+    expected_sites,
+    sample_sites,
+)
 from medfed.strategies.fedavg import FedAvg
+from medfed.strategies.fedopt import FedAdagrad, FedAdam, FedYogi
 
 __all__ = [
     "STRATEGIES",
+    "Aggregate",
     "Aggregator",
+    "FedAdagrad",
+    "FedAdam",
     "FedAvg",
+    "FedYogi",
+    "SecureSum",
     "SitePlan",
     "Strategy",
+    "StrategyState",
+    "check_secure_aggregation",
+    "expected_sites",
     "make_strategy",
     "sample_sites",
 ]
 
-STRATEGIES: dict[str, type[Strategy]] = {"fedavg": FedAvg}
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (FedAvg, FedAdam, FedYogi, FedAdagrad)
+}
 
 
 def make_strategy(
@@ -35,3 +55,15 @@ def make_strategy(
         raise ConfigError(f"strategy {name!r} does not accept these options: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"strategy {name!r}: {exc}") from None
+
+
+def check_secure_aggregation(strategy: Strategy) -> None:
+    """Refuse a strategy that needs individual updates in a run with secure aggregation."""
+    if strategy.needs == "updates":
+        sums = ", ".join(n for n, c in STRATEGIES.items() if c.needs == "sum")
+        raise ConfigError(
+            f"strategy {strategy.name!r} needs each site's update, but privacy."
+            "secure_aggregation = true gives the coordinator only their sum; choose a "
+            f"strategy that aggregates a sum ({sums}) "
+            "or turn secure aggregation off"
+        )

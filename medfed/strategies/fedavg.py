@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,9 +11,9 @@ import numpy.typing as npt
 from medfed.math.aggregate import WeightedMean
 from medfed.records import Params, Update
 from medfed.scan import windows
-from medfed.strategies.base import Aggregator, Strategy
+from medfed.strategies.base import Aggregate, Aggregator, SecureSum, Strategy, StrategyState
 
-__all__ = ["FedAvg", "apply_delta"]
+__all__ = ["FedAvg", "MeanDelta", "apply_delta"]
 
 
 def apply_delta(params: Params, delta: Params | None, *, scale: float = 1.0) -> Params:
@@ -35,17 +36,37 @@ def apply_delta(params: Params, delta: Params | None, *, scale: float = 1.0) -> 
     return Params(out)
 
 
-class _MeanDelta(Aggregator):
-    def __init__(self, params: Params, server_lr: float) -> None:
+class MeanDelta(Aggregator):
+    """The weighted mean of the round's deltas, streamed; or the secure sum's mean as it is.
+
+    ``finish`` hands the mean to ``step`` (the server's update rule: ``params + lr × mean`` for
+    FedAvg, an adaptive optimiser for FedOpt) together with the strategy's state.
+    """
+
+    def __init__(self, params: Params, state: StrategyState, step: Step) -> None:
         self._params = params
+        self._state = state
         self._mean = WeightedMean(params)
-        self._server_lr = server_lr
+        self._sum: SecureSum | None = None
+        self._step = step
 
     def add(self, site: str, update: Update) -> None:
+        if self._sum is not None:
+            raise TypeError("a round has either individual updates or one secure sum")
         self._mean.add(update.delta, weight=float(update.num_examples))
 
-    def finish(self) -> Params:
-        return apply_delta(self._params, self._mean.result(), scale=self._server_lr)
+    def add_sum(self, total: SecureSum) -> None:
+        if self._sum is not None or self._mean.count:
+            raise TypeError("a round has either individual updates or one secure sum")
+        self._sum = total
+
+    def finish(self) -> Aggregate:
+        mean = self._sum.mean if self._sum is not None else self._mean.result()
+        return self._step(self._params, mean, self._state)
+
+
+Step = Callable[[Params, "Params | None", StrategyState], Aggregate]
+"""The server's update rule: (params, mean delta or None, state) -> next params and state."""
 
 
 class FedAvg(Strategy):
@@ -61,5 +82,8 @@ class FedAvg(Strategy):
             raise ValueError("server_lr must be a positive number")
         self.server_lr = server_lr
 
-    def aggregator(self, *, round: int, params: Params) -> Aggregator:
-        return _MeanDelta(params, self.server_lr)
+    def aggregator(self, *, round: int, params: Params, state: StrategyState) -> Aggregator:
+        return MeanDelta(params, state, self._step)
+
+    def _step(self, params: Params, mean: Params | None, state: StrategyState) -> Aggregate:
+        return Aggregate(apply_delta(params, mean, scale=self.server_lr), state)

@@ -34,6 +34,7 @@ from medfed.federation.coordinator.jobs import JobConfig
 from medfed.federation.coordinator.schema import jobs, tasks
 from medfed.federation.node.agent import NodeAgent, NodeSettings, ProtocolError
 from medfed.federation.transfer.client import ApiError, client_for_kit
+from medfed.messages import RoundSettings, settings_to_json
 from medfed.site.approval import ApprovalStore
 from tests.federation.server import SITES, LiveCoordinator, breast_mlp, live_coordinator
 
@@ -266,7 +267,12 @@ def test_ids_that_are_not_ids_never_reach_a_url_or_a_path(
         "job_id": "job-1",
         "round": 1,
         "operation": "train",
-        "instruction": {"operation": "train", "round": 1, "seed": 1},
+        "instruction": {
+            "operation": "train",
+            "round": 1,
+            "seed": 1,
+            "settings": settings_to_json(RoundSettings()),
+        },
         "params_sha256": "b" * 64,
         **(task or {}),
     }

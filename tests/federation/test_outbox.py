@@ -18,6 +18,7 @@ from medfed.federation.node.agent import NodeAgent, NodeSettings
 from medfed.federation.node.outbox import Outbox
 from medfed.federation.node.privacy import JobProtection, job_privacy
 from medfed.federation.transfer.client import ApiError, TransportError
+from medfed.messages import RoundSettings, settings_to_json
 from medfed.records import Operation, Params, Reply, Update
 from medfed.serde import params_to_bytes, sha256_hex
 from medfed.site.ledger import EgressLedger
@@ -114,7 +115,12 @@ def node(tmp_path: Path, client: StubClient) -> tuple[NodeAgent, list[int]]:
 
 
 def task(task_id: int = 11) -> dict[str, Any]:
-    instruction = {"operation": "train", "round": 3, "seed": 1, "config": {}}
+    instruction = {
+        "operation": "train",
+        "round": 3,
+        "seed": 1,
+        "settings": settings_to_json(RoundSettings()),
+    }
     return {
         "id": task_id,
         "job_id": "job-1",

@@ -108,7 +108,9 @@ def test_sample_level_dp_job_trains_with_dp_sgd_and_spends_each_sites_budget(
     reported = rounds[-1]["summary"]["epsilon_per_site"]
     assert sorted(reported) == sorted(SITES[:2]), rounds
     assert rounds[-1]["summary"]["privacy"] == {}  # no accountant at the coordinator
-    assert "secagg_saturated" in rounds[-1]["summary"]["train"]  # held, masked updates
+    reports = rounds[-1]["summary"]["reports"]  # held, masked updates: saturation counted
+    assert sorted(reports) == sorted(SITES[:2])
+    assert all(r["saturated"] is not None and r["epsilon"] > 0 for r in reports.values())
 
     for site in SITES[:2]:
         state = fed.kit("sites", site) / "state"

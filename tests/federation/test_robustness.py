@@ -63,7 +63,9 @@ def test_kill_9_coordinator_resumes_and_gives_the_uninterrupted_model(
     fed.start_coordinator()
     for site in SITES:
         fed.start_node(site, "--auto-approve")
-    args = ("--rounds", "6", "--min-sites", "3", "--round-timeout", "120")
+    # FedAdam: the server optimiser's moments are state that must survive the restart
+    # (checkpointed with every round); with FedAvg only the model would need to
+    args = ("--rounds", "6", "--min-sites", "3", "--round-timeout", "120", "--strategy", "fedadam")
 
     reference = _submit(fed, *args)
     ref = _wait(fed, reference, lambda v: v["status"] != "running", 240)
@@ -82,6 +84,7 @@ def test_kill_9_coordinator_resumes_and_gives_the_uninterrupted_model(
     assert [r["round"] for r in done["rounds_detail"]] == list(range(1, 7))
     # the same sites reported in every round, so the model is the uninterrupted one, bit for bit
     assert done["params_sha256"] == ref["params_sha256"]
+    assert all(r["checkpoint_sha256"] for r in done["rounds_detail"])
 
 
 def test_a_killed_node_is_left_out_and_rejoins_after_restart(federation: Federation) -> None:

@@ -174,7 +174,8 @@ def test_client_dp_reports_the_accountants_epsilon_after_every_round() -> None:
         want = epsilon(noise_multiplier=0.8, sample_rate=1.0, rounds=r, delta=1e-5)
         assert value == pytest.approx(want, rel=1e-9)
     assert all(r.privacy["noise_multiplier"] == 0.8 for r in result.history)
-    assert all("secagg_saturated" in m.extra for m in result.history[-1].train_metrics.values())
+    reports = result.history[-1].reports
+    assert reports and all(r.saturated is not None for r in reports.values())
 
 
 def test_a_target_epsilon_is_met_and_not_exceeded() -> None:

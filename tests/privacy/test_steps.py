@@ -7,15 +7,17 @@ import math
 import numpy as np
 import pytest
 
+from medfed.messages import RoundSettings
 from medfed.privacy.config import PrivacyConfig
 from medfed.privacy.mechanisms import l2_norm
-from medfed.privacy.steps import CLIP_NORM_KEY, ClipStep, NoiseStep, client_dp_steps
+from medfed.privacy.steps import ClipStep, NoiseStep, client_dp_steps
 from medfed.records import Instruction, Operation, Params, Update
 from medfed.site.pipeline import run_pipeline
 
 
-def instruction(seed: int = 123, **config: float) -> Instruction:
-    return Instruction(Operation.TRAIN, 1, Params(), seed=seed, config=config)
+def instruction(seed: int = 123, clip_norm: float | None = None) -> Instruction:
+    settings = RoundSettings(clip_norm=clip_norm)
+    return Instruction(Operation.TRAIN, 1, Params(), seed=seed, settings=settings)
 
 
 def update(norm: float, size: int = 1000) -> Update:
@@ -53,7 +55,7 @@ def test_noise_does_not_come_from_the_coordinators_seed() -> None:
 def test_relative_noise_follows_the_rounds_clip() -> None:
     clip = ClipStep(1.0, adaptive=True)
     noise = NoiseStep.relative_to(clip, multiplier=0.5, rng=np.random.default_rng(0))
-    run_pipeline(update(9.0, 50_000), instruction(**{CLIP_NORM_KEY: 4.0}), [clip, noise])
+    run_pipeline(update(9.0, 50_000), instruction(clip_norm=4.0), [clip, noise])
     assert clip.last_clip == 4.0 and noise.last_std == 2.0
     run_pipeline(update(9.0), instruction(), [clip, noise])  # no key: the configured bound
     assert clip.last_clip == 1.0 and noise.last_std == 0.5
@@ -68,7 +70,7 @@ def test_relative_noise_refuses_to_run_without_its_clip_step() -> None:
 
 def test_a_non_adaptive_clip_ignores_the_coordinators_bound() -> None:
     clip = ClipStep(1.0)
-    clip(update(5.0), instruction(**{CLIP_NORM_KEY: 100.0}))
+    clip(update(5.0), instruction(clip_norm=100.0))
     assert clip.last_clip == 1.0
 
 

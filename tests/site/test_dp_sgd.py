@@ -14,12 +14,13 @@ from medfed.config import TrainSettings
 from medfed.data import load_dataset
 from medfed.data.base import DataSpec, FederatedDataset, SiteData
 from medfed.errors import ConfigError, TaskLoadError
+from medfed.messages import RoundSettings
 from medfed.privacy.accounting import epsilon
 from medfed.privacy.config import PrivacyConfig
 from medfed.records import Instruction, Operation, Params
 from medfed.site.dp_sgd import DPSGD, dp_sgd_sample_rate, dp_sgd_steps_per_round
 from medfed.site.task import Task, default_task
-from medfed.site.torch_app import PROXIMAL_MU, TorchSiteApp
+from medfed.site.torch_app import TorchSiteApp
 
 # Opacus warns once per PrivacyEngine that its secure_mode (torchcsprng) is off; medfed seeds
 # the noise and the sampling from OS entropy instead (see medfed.site.dp_sgd).
@@ -56,10 +57,12 @@ def site_app(
     return app, task.initial_params(ds.spec, seed=0)
 
 
-def train(app: TorchSiteApp, params: Params, round_: int, **config: float) -> tuple[Params, float]:
-    result = app.fit(params, Instruction(Operation.TRAIN, round_, params, seed=0, config=config))
+def train(app: TorchSiteApp, params: Params, round_: int, mu: float = 0.0) -> tuple[Params, float]:
+    settings = RoundSettings(proximal_mu=mu)
+    result = app.fit(params, Instruction(Operation.TRAIN, round_, params, 0, settings))
     assert result.metrics.loss is None and result.metrics.accuracy is None  # not DP: not sent
-    return result.params, result.metrics.extra["epsilon"]
+    assert result.report is not None and result.report.epsilon is not None
+    return result.params, result.report.epsilon
 
 
 def test_dp_sgd_learns_and_reports_a_growing_epsilon(breast: FederatedDataset) -> None:
@@ -113,7 +116,7 @@ def test_the_noise_is_not_replayable_from_the_round_seed(breast: FederatedDatase
 def test_fedprox_step_is_applied_after_each_private_step(breast: FederatedDataset) -> None:
     # lr·μ = 1: the proximal step pulls the weights all the way back to the received ones
     app, params = site_app(breast)
-    trained, _ = train(app, params, 0, **{PROXIMAL_MU: 2.0})
+    trained, _ = train(app, params, 0, mu=2.0)
     for name in params:
         np.testing.assert_allclose(trained[name], params[name], atol=1e-6)
 
@@ -123,7 +126,7 @@ def test_without_sample_dp_training_is_unchanged(breast: FederatedDataset) -> No
         app, params = site_app(breast, privacy=privacy)
         assert app.dp_sgd is None
         result = app.fit(params, Instruction(Operation.TRAIN, 0, params, seed=0))
-        assert result.metrics.loss is not None and "epsilon" not in result.metrics.extra
+        assert result.metrics.loss is not None and result.report is None
 
 
 def test_what_dp_sgd_cannot_train_is_refused(breast: FederatedDataset) -> None:

@@ -14,6 +14,7 @@ import torch
 from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import TaskLoadError
+from medfed.messages import RoundSettings
 from medfed.records import Instruction, Operation
 from medfed.site.task import Task
 from medfed.site.task_loading import load_task, split_ref
@@ -266,7 +267,9 @@ def test_examples_load_and_fit(name: str, breast: tuple[DataSpec, SiteData]) -> 
     task = load_task(str(EXAMPLES / name))
     params = task.initial_params(spec, seed=0)
     app = task.site_app(data, spec, TrainSettings(local_epochs=3), device="cpu")
-    result = app.fit(params, Instruction(Operation.TRAIN, 0, params, 0, {"proximal_mu": 0.01}))
+    result = app.fit(
+        params, Instruction(Operation.TRAIN, 0, params, 0, RoundSettings(proximal_mu=0.01))
+    )
     metrics = app.evaluate(result.params, Instruction(Operation.EVALUATE, 0, result.params, 0))
     assert result.num_examples == 400 and result.metrics.loss is not None
     assert metrics.accuracy is not None and metrics.accuracy > 0.9

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -14,11 +14,11 @@ from torch import nn
 from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.math.metrics import accuracy, auroc
-from medfed.records import ConfigValue, Instruction, Metrics, Operation, Params
+from medfed.messages import RoundSettings
+from medfed.records import Instruction, Metrics, Operation, Params
 from medfed.site.app import FitResult
 from medfed.site.task import Task, TrainContext, default_task
 from medfed.site.torch_app import (
-    PROXIMAL_MU,
     TorchSiteApp,
     batch_indices,
     default_evaluate,
@@ -65,8 +65,12 @@ def breast() -> tuple[DataSpec, SiteData]:
     return DataSpec(TaskKind.BINARY, (30,)), data
 
 
-def instruction(params: Params, seed: int = 0, **config: ConfigValue) -> Instruction:
-    return Instruction(Operation.TRAIN, round=1, params=params, seed=seed, config=config)
+def instruction(
+    params: Params, seed: int = 0, settings: RoundSettings | None = None
+) -> Instruction:
+    return Instruction(
+        Operation.TRAIN, round=1, params=params, seed=seed, settings=settings or RoundSettings()
+    )
 
 
 def fit_once(
@@ -76,11 +80,11 @@ def fit_once(
     settings: TrainSettings,
     *,
     seed: int = 0,
-    config: Mapping[str, ConfigValue] | None = None,
+    round_settings: RoundSettings | None = None,
 ) -> tuple[TorchSiteApp, Params, FitResult]:
     app = task.site_app(data, spec, settings, device="cpu")
     start = task.initial_params(spec, seed=0)
-    return app, start, app.fit(start, instruction(start, seed, **(config or {})))
+    return app, start, app.fit(start, instruction(start, seed, round_settings))
 
 
 def bn_model(spec: DataSpec) -> nn.Module:
@@ -373,7 +377,9 @@ def test_proximal_mu_keeps_the_site_near_the_global_model(
     task = default_task(spec)
 
     def drift(mu: float) -> float:
-        _, start, result = fit_once(task, spec, data, settings, config={PROXIMAL_MU: mu})
+        _, start, result = fit_once(
+            task, spec, data, settings, round_settings=RoundSettings(proximal_mu=mu)
+        )
         return float(sum(np.sum((result.params[k] - start[k]) ** 2) for k in start))
 
     assert drift(1.0) < 0.5 * drift(0.0)
@@ -404,10 +410,18 @@ def test_a_custom_train_function_is_used(breast: tuple[DataSpec, SiteData]) -> N
 
     task = Task(model=lambda s: nn.Linear(30, 1), train=train)
     settings = TrainSettings(batch_size=7)
-    _, start, result = fit_once(task, spec, data, settings, seed=5, config={"proximal_mu": 0.1})
+    _, start, result = fit_once(
+        task,
+        spec,
+        data,
+        settings,
+        seed=5,
+        round_settings=RoundSettings(proximal_mu=0.1, task={"tag": "x"}),
+    )
     (ctx,) = calls
     assert ctx.settings == settings and ctx.spec == spec
-    assert (ctx.seed, ctx.round, dict(ctx.config)) == (5, 1, {"proximal_mu": 0.1})
+    assert (ctx.seed, ctx.round, dict(ctx.config)) == (5, 1, {"tag": "x"})
+    assert ctx.round_settings.proximal_mu == 0.1
     assert ctx.device == torch.device("cpu") and isinstance(ctx.generator, torch.Generator)
     assert np.allclose(result.params["weight"], start["weight"] + 1.0)
     assert result.metrics == Metrics(num_examples=400, loss=0.25)

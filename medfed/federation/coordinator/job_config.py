@@ -17,7 +17,7 @@ from medfed.config import MAX_BATCH_SIZE, MAX_LOCAL_EPOCHS, TrainSettings, Updat
 from medfed.data.base import TaskKind
 from medfed.errors import ConfigError
 from medfed.privacy.config import PrivacyConfig
-from medfed.strategies import make_strategy
+from medfed.strategies import check_secure_aggregation, make_strategy
 
 __all__ = ["MAX_INPUT_VALUES", "JobConfig", "job_problems"]
 
@@ -209,12 +209,14 @@ class _Defaults:
         return self.raw.get(key, getattr(JobConfig, key, None))
 
     def strategy(self) -> None:
-        make_strategy(
+        strategy = make_strategy(
             self.get("strategy"),
             fraction=self.get("fraction"),
             min_sites=self.get("min_sites"),
             options=self.raw.get("strategy_options", {}),
         )
+        if self.raw.get("privacy", {}).get("secure_aggregation"):
+            check_secure_aggregation(strategy)
 
     def privacy(self) -> None:
         values = {"dp": "none", "secure_aggregation": False, **self.raw.get("privacy", {})}

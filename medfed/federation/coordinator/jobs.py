@@ -9,7 +9,6 @@ checkpointed in the store, so a restarted coordinator resumes at the next round.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +17,15 @@ from medfed.federation.coordinator.blobs import BlobStore
 from medfed.federation.coordinator.job_config import JobConfig
 from medfed.federation.coordinator.remote_backend import JobCancelled, RemoteBackend
 from medfed.federation.coordinator.store import Store
+from medfed.messages import report_to_json
+from medfed.orchestration.checkpoint import (
+    RoundCheckpoint,
+    checkpoint_from_bytes,
+    checkpoint_to_bytes,
+)
 from medfed.orchestration.driver import RoundDriver, RoundResult
 from medfed.privacy.config import PrivacyConfig
-from medfed.strategies import make_strategy
+from medfed.strategies import expected_sites, make_strategy
 from medfed.tensor_file import open_params
 
 if TYPE_CHECKING:
@@ -88,7 +93,9 @@ class JobRunner(threading.Thread):
         class Checkpoint:
             def on_round_end(self, result: RoundResult) -> None:
                 sha = blobs.put_params(result.params, {"round": str(result.round)})
-                store.record_round(job_id, result.round, sha, _summary(result))
+                state = blobs.put(checkpoint_to_bytes(result.checkpoint))
+                summary = {**_summary(result), "checkpoint_sha256": state}
+                store.record_round(job_id, result.round, sha, summary)
 
         driver = RoundDriver(
             strategy=strategy,
@@ -100,18 +107,31 @@ class JobRunner(threading.Thread):
             bounds=config.update_bounds(),
         )
         privacy = config.privacy_config()
+        checkpoint = self._checkpoint(job.rounds_done)
         for r in range(job.rounds_done + 1, config.rounds + 1):
             # a round starts once enough data stewards have approved the job's code
             sites = backend.wait_for_sites(config.min_sites)
-            if r == job.rounds_done + 1 and (privacy.enabled or privacy.secure_aggregation):
-                driver.privacy, driver.secure = self._protection(config, privacy, len(sites))
-                _replay_accounting(driver.privacy, job.rounds_done)
+            if r == job.rounds_done + 1:
+                if privacy.enabled or privacy.secure_aggregation:
+                    driver.privacy, driver.secure = self._protection(config, privacy, len(sites))
+                # a resumed job: the strategy's and the accountant's state as they were
+                driver.restore(checkpoint, rounds_done=job.rounds_done)
             params = driver.run_round(r, params, last=r == config.rounds).params
         if not self.store.set_job_status(self.job_id, "complete", if_status="running"):
             return  # cancelled as the last round ended: the researcher's decision stands
         self.store.audit(
             principal="coordinator", role="coordinator", action="job.complete", target=self.job_id
         )
+
+    def _checkpoint(self, rounds_done: int) -> RoundCheckpoint | None:
+        """The state checkpointed with the last round that ran (None before round 1)."""
+        if rounds_done == 0:
+            return None
+        last = self.store.rounds(self.job_id)[-1]
+        sha = last["summary"].get("checkpoint_sha256")
+        if sha is None:
+            return None  # a round recorded before checkpoints held state
+        return checkpoint_from_bytes(self.blobs.path(sha).read_bytes(), expected_sha256=sha)
 
     def _protection(
         self, config: JobConfig, privacy: PrivacyConfig, num_sites: int
@@ -128,7 +148,7 @@ class JobRunner(threading.Thread):
         from medfed.privacy.server import ServerPrivacy
 
         expected = float(
-            min(num_sites, max(config.min_sites, math.ceil(config.fraction * num_sites)))
+            expected_sites(num_sites, fraction=config.fraction, min_sites=config.min_sites)
         )
         server = None
         if privacy.dp == "client":
@@ -150,12 +170,6 @@ class JobRunner(threading.Thread):
         return server, secure
 
 
-def _replay_accounting(server: ServerPrivacy | None, rounds_done: int) -> None:
-    """A resumed job: account for the rounds that ran before the coordinator restarted."""
-    if server is not None and rounds_done > 0:
-        server.accountant.step(rounds=rounds_done)
-
-
 def _summary(result: RoundResult) -> dict[str, Any]:
     evaluation = result.eval_summary
     return {
@@ -171,8 +185,8 @@ def _summary(result: RoundResult) -> dict[str, Any]:
         "update_norms": dict(result.update_norms),  # ε so far, δ, σ, clip (DP jobs); {} otherwise
         # sample-level DP: each site's ε so far, as its DP-SGD accountant reported it
         "epsilon_per_site": {
-            s: float(m.extra["epsilon"])
-            for s, m in result.train_metrics.items()
-            if m.extra.get("epsilon") is not None
+            s: r.epsilon for s, r in result.reports.items() if r.epsilon is not None
         },
+        # what each site reported about its training (medfed.messages.SiteReport)
+        "reports": {s: report_to_json(r) for s, r in result.reports.items()},
     }
