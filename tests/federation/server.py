@@ -1,9 +1,13 @@
-"""A provisioned consortium and a real coordinator over TLS, in this process, for API tests.
+"""A provisioned consortium and a real coordinator, in this process, for API tests.
 
 ``live_coordinator(root)`` provisions a consortium into ``root``, builds a
 :class:`~medfed.federation.coordinator.server.Coordinator` and serves its app with a real
-``uvicorn.Server`` on a free 127.0.0.1 port in a thread; on exit it cancels every running job,
-joins the job runners, stops the server and joins its thread. Tests talk to it through the
+``uvicorn.Server`` over TLS on a free 127.0.0.1 port in a thread; on exit it cancels every
+running job, joins the job runners, stops the server and joins its thread. With
+``in_memory=True`` the same coordinator (app, SQLite, blobs, job runners) is served without a
+socket (:meth:`Coordinator.in_memory`), and every client reaches it through an
+:class:`~medfed.federation.transfer.transport.AsgiTransport`: same signatures and checks, no
+TLS, no port (``tests/federation/inmemory.py``). Tests talk to it through the
 participants' own signed clients (``live.client("bob")``) or, to forge and replay requests,
 through ``live.send(...)``, which lets a test choose every header. ``db_url`` puts the state in
 a fresh database on a server (PostgreSQL) instead of SQLite.
@@ -44,6 +48,7 @@ from medfed.federation.identity.kits import Kit, load_coordinator_kit, load_kit
 from medfed.federation.identity.pki import provision
 from medfed.federation.identity.signing import Identity, sign_request
 from medfed.federation.transfer.client import ApiError, FederationClient, client_for_kit
+from medfed.federation.transfer.transport import AsgiServer, AsgiTransport
 from medfed.records import Params
 from medfed.serde import params_to_bytes
 
@@ -80,8 +85,9 @@ class LiveCoordinator:
     kits: Path
     port: int
     coordinator: Coordinator
-    server: uvicorn.Server
-    thread: threading.Thread
+    server: uvicorn.Server | None  # None: served in memory by ``asgi``
+    thread: threading.Thread | None
+    asgi: AsgiServer | None = None
     _kits: dict[str, Kit] = field(default_factory=dict)
     _clients: dict[str, FederationClient] = field(default_factory=dict)
     _raw: httpx.Client | None = None
@@ -89,6 +95,14 @@ class LiveCoordinator:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def in_memory(self) -> bool:
+        return self.asgi is not None
+
+    def transport(self) -> AsgiTransport | None:
+        """A new in-memory transport to this coordinator (None when it is served over TLS)."""
+        return None if self.asgi is None else self.asgi.transport(self.url, timeout=30)
 
     def kit(self, name: str) -> Kit:
         if name not in self._kits:
@@ -101,13 +115,20 @@ class LiveCoordinator:
     def client(self, name: str) -> FederationClient:
         """``name``'s own signed, pinned client (what nodes, researchers and admins use)."""
         if name not in self._clients:
-            self._clients[name] = client_for_kit(self.kit(name), timeout=30)
+            self._clients[name] = self.new_client(name)
         return self._clients[name]
+
+    def new_client(self, name: str, **kwargs: Any) -> FederationClient:
+        """A new client of ``name`` (the caller closes it), in memory if the server is."""
+        kwargs.setdefault("timeout", 30)
+        return client_for_kit(self.kit(name), transport=self.transport(), **kwargs)
 
     @property
     def raw(self) -> httpx.Client:
         """A plain HTTPS client that trusts the federation CA and signs nothing by itself."""
-        if self._raw is None:
+        if self._raw is None and self.asgi is not None:
+            self._raw = httpx.Client(base_url=self.url, transport=self.asgi, timeout=30)
+        elif self._raw is None:
             ca = self.kit(ADMINS[0]).ca_pem.decode()
             self._raw = httpx.Client(
                 base_url=self.url, verify=ssl.create_default_context(cadata=ca), timeout=30
@@ -167,8 +188,11 @@ class LiveCoordinator:
             client.close()
         if self._raw is not None:
             self._raw.close()
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout=15)
+        if self.asgi is not None:  # requests still running are cancelled
+            self.asgi.close()
         store.close()
 
 
@@ -203,14 +227,53 @@ def live_coordinator(
     max_upload_bytes: int = 4 << 30,
     db_url: str | None = None,
     body_stall_seconds: float = 30.0,
+    in_memory: bool = False,
 ) -> Iterator[LiveCoordinator]:
-    """Provision a consortium into ``root`` and serve its coordinator over TLS until exit.
+    """Provision a consortium into ``root`` and serve its coordinator over TLS until exit
+    (or, with ``in_memory``, in this process without a socket).
 
     The state is in SQLite under ``root``, or in a fresh database on the server ``db_url``
     names (e.g. PostgreSQL), dropped again on exit.
     """
     with fresh_database(db_url) as url:
-        yield from _live(root, max_upload_bytes, url, body_stall_seconds)
+        if in_memory:
+            yield from _in_memory(root, max_upload_bytes, url, body_stall_seconds)
+        else:
+            yield from _live(root, max_upload_bytes, url, body_stall_seconds)
+
+
+def _coordinator(
+    root: Path, port: int, max_upload_bytes: int, db_url: str | None, body_stall_seconds: float
+) -> Coordinator:
+    provision(write_consortium(root / "consortium.toml", port), root / "kits")
+    ck = load_coordinator_kit(root / "kits" / "coordinator")
+    assert ck.tls_cert_path is not None and ck.tls_key_path is not None
+    return Coordinator(
+        CoordinatorSettings(
+            consortium=ck.consortium,
+            ca_cert_pem=ck.ca_pem,
+            state_dir=root / "state",
+            db_url=db_url,
+            port=port,
+            tls_cert=ck.tls_cert_path,
+            tls_key=ck.tls_key_path,
+            max_upload_bytes=max_upload_bytes,
+            body_stall_seconds=body_stall_seconds,
+        )
+    )
+
+
+def _in_memory(
+    root: Path, max_upload_bytes: int, db_url: str | None, body_stall_seconds: float
+) -> Iterator[LiveCoordinator]:
+    port = 8443  # only named in the kits: nothing listens on it
+    coordinator = _coordinator(root, port, max_upload_bytes, db_url, body_stall_seconds)
+    with coordinator.in_memory() as asgi:
+        live = LiveCoordinator(root, root / "kits", port, coordinator, None, None, asgi)
+        try:
+            yield live
+        finally:
+            live.close()
 
 
 def _live(
@@ -221,29 +284,15 @@ def _live(
     sock.bind(("127.0.0.1", 0))  # bound before provisioning: no other process can take the port
     port = int(sock.getsockname()[1])
     try:
-        provision(write_consortium(root / "consortium.toml", port), root / "kits")
-        ck = load_coordinator_kit(root / "kits" / "coordinator")
-        assert ck.tls_cert_path is not None and ck.tls_key_path is not None
-        coordinator = Coordinator(
-            CoordinatorSettings(
-                consortium=ck.consortium,
-                ca_cert_pem=ck.ca_pem,
-                state_dir=root / "state",
-                db_url=db_url,
-                port=port,
-                tls_cert=ck.tls_cert_path,
-                tls_key=ck.tls_key_path,
-                max_upload_bytes=max_upload_bytes,
-                body_stall_seconds=body_stall_seconds,
-            )
-        )
+        coordinator = _coordinator(root, port, max_upload_bytes, db_url, body_stall_seconds)
+        s = coordinator.settings
         config = uvicorn.Config(
             coordinator.app,
             host="127.0.0.1",
             port=port,
             log_level="warning",
-            ssl_certfile=str(ck.tls_cert_path),
-            ssl_keyfile=str(ck.tls_key_path),
+            ssl_certfile=str(s.tls_cert),
+            ssl_keyfile=str(s.tls_key),
             timeout_graceful_shutdown=3,
         )
         server = uvicorn.Server(config)

@@ -1,6 +1,8 @@
 """The coordinator process: the API served over HTTPS, and one runner thread per running job.
 
 On start it resumes every job the store says is running, from its last checkpointed round.
+:meth:`Coordinator.in_memory` serves the same app and runners in this process without a
+socket, for clients built on :class:`~medfed.federation.transfer.transport.AsgiTransport`.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from medfed.federation.coordinator.blobs import BlobStore
 from medfed.federation.coordinator.jobs import JobRunner
 from medfed.federation.coordinator.remote_backend import Wakeup
 from medfed.federation.coordinator.store import Store
+from medfed.federation.transfer.transport import AsgiServer
 
 __all__ = ["Coordinator", "CoordinatorSettings"]
 
@@ -86,6 +91,23 @@ class Coordinator:
             log.info("resuming %s", job_id)
             self.start_job(job_id)
         return resumed
+
+    @contextmanager
+    def in_memory(self) -> Iterator[AsgiServer]:
+        """Serve the API in this process until exit, without uvicorn or a socket.
+
+        Running jobs are resumed as by :meth:`serve`, and jobs started through the API get
+        their runner threads; requests reach the app through ``server.transport(...)``
+        (an :class:`~medfed.federation.transfer.transport.AsgiTransport`), signed and checked
+        exactly as over HTTPS. On exit, requests still running are cancelled; stopping the
+        job runners is the caller's (as it is when uvicorn stops).
+        """
+        server = AsgiServer(self.app)
+        try:
+            self.resume_jobs()
+            yield server
+        finally:
+            server.close()
 
     def serve(self) -> None:
         """Serve until interrupted (uvicorn handles SIGINT/SIGTERM)."""

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import ssl
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,21 +22,26 @@ from typing import Any
 import httpx
 
 from medfed.errors import IntegrityError, MedfedError
+from medfed.federation.transfer.transport import (
+    HttpsTransport,
+    PinMismatch,
+    Transport,
+    TransportError,
+)
 
-__all__ = ["ApiError", "FederationClient", "PinMismatch", "TransportError", "client_for_kit"]
+__all__ = [
+    "ApiError",
+    "FederationClient",
+    "PinMismatch",
+    "Transport",
+    "TransportError",
+    "client_for_kit",
+]
 
 Signer = Callable[[str, str, bytes], Mapping[str, str]]
 
 STALL_SECONDS = 120.0  # a transfer fails after this long without any progress
 _PIECE = 256 << 10  # an upload chunk goes to the socket in pieces of this size
-
-
-class TransportError(MedfedError):
-    """The coordinator could not be reached (network, TLS, timeout); worth retrying."""
-
-
-class PinMismatch(TransportError):
-    """The server's certificate is not the pinned one: never retried within a transfer."""
 
 
 class ApiError(MedfedError):
@@ -52,6 +56,13 @@ class ApiError(MedfedError):
 
 
 class FederationClient:
+    """Signs every request with the participant's key and sends it through ``transport``.
+
+    By default the transport is HTTPS to ``base_url`` (trusting ``ca_pem`` and the pin); give
+    ``transport`` (e.g. :class:`~medfed.federation.transfer.transport.AsgiTransport`) to reach
+    the coordinator another way; ``base_url`` then only names it (in ledgers and messages).
+    """
+
     def __init__(
         self,
         base_url: str,
@@ -62,27 +73,21 @@ class FederationClient:
         insecure: bool = False,
         timeout: float = 60.0,
         stall_seconds: float = STALL_SECONDS,
+        transport: Transport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.stall_seconds = stall_seconds
         self._sign = signer
-        self._pin = server_pin
-        verify: ssl.SSLContext | bool
-        if insecure:
-            verify = False
-        else:
-            if ca_pem is None:
-                raise ValueError("a CA certificate is needed unless insecure")
-            verify = ssl.create_default_context(cadata=ca_pem.decode())
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            verify=verify,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            follow_redirects=False,
+        self.transport: Transport = transport or HttpsTransport(
+            self.base_url,
+            ca_pem=ca_pem,
+            server_pin=server_pin,
+            insecure=insecure,
+            timeout=timeout,
         )
 
     def close(self) -> None:
-        self._http.close()
+        self.transport.close()
 
     def __enter__(self) -> FederationClient:
         return self
@@ -106,16 +111,11 @@ class FederationClient:
         if body:
             all_headers.setdefault("content-type", "application/json")
         try:
-            response = self._http.request(
-                method,
-                path,
-                content=body or None,
-                headers=all_headers,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            response = self.transport.send(
+                method, path, body=body or None, headers=all_headers, timeout=timeout
             )
         except httpx.HTTPError as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
-        self._check_pin(response)
         if response.status_code >= 400:
             raise ApiError(response.status_code, _detail(response))
         return response
@@ -145,20 +145,12 @@ class FederationClient:
             all_headers["content-length"] = str(len(body))  # not chunked: the gate needs it
             content = body if on_sent is None else _pieces(body, on_sent)
         try:
-            request = self._http.build_request(
-                method,
-                path,
-                content=content,
-                headers=all_headers,
-                timeout=httpx.USE_CLIENT_DEFAULT
-                if timeout is None
-                else httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            response = self.transport.send(
+                method, path, body=content, headers=all_headers, timeout=timeout, stream=True
             )
-            response = self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
         try:
-            self._check_pin(response)
             if response.status_code >= 400:
                 response.read()
                 raise ApiError(response.status_code, _detail(response))
@@ -167,18 +159,6 @@ class FederationClient:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
         finally:
             response.close()
-
-    def _check_pin(self, response: httpx.Response) -> None:
-        if self._pin is None:
-            return
-        stream = response.extensions.get("network_stream")
-        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
-        der = ssl_object.getpeercert(True) if ssl_object is not None else None
-        if der is None or hashlib.sha256(der).hexdigest() != self._pin:
-            raise PinMismatch(
-                "the coordinator's certificate does not match the pin in your startup kit; "
-                "do not proceed and ask your federation admin"
-            )
 
     def get_json(self, path: str, *, timeout: float | None = None) -> Any:
         return self.request("GET", path, timeout=timeout).json()
@@ -278,8 +258,10 @@ def client_for_kit(
     url: str | None = None,
     timeout: float = 60.0,
     stall_seconds: float = STALL_SECONDS,
+    transport: Transport | None = None,
 ) -> FederationClient:
-    """A client that signs with ``kit``'s identity and trusts only its federation's server."""
+    """A client that signs with ``kit``'s identity and trusts only its federation's server
+    (or that reaches it through ``transport``, e.g. in memory)."""
     from medfed.federation.identity.signing import Identity, sign_request
 
     identity = Identity.from_kit(kit)
@@ -298,4 +280,5 @@ def client_for_kit(
         insecure=insecure,
         timeout=timeout,
         stall_seconds=stall_seconds,
+        transport=transport,
     )
