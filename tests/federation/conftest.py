@@ -121,3 +121,13 @@ def federation(tmp_path: Path) -> Iterator[Federation]:
         yield fed
     finally:
         fed.close()
+
+
+@pytest.fixture
+def inmemory_federation(tmp_path: Path) -> Iterator[Any]:
+    """A provisioned consortium, its coordinator and (``start_node``) node agents, all in this
+    process and connected in memory: no ports, no processes (tests/federation/inmemory.py)."""
+    from tests.federation.inmemory import in_memory_federation
+
+    with in_memory_federation(tmp_path) as fed:
+        yield fed

@@ -330,11 +330,9 @@ class _Exchange:
                 await self._emit(("body", body))
                 await self._emit(("end",))
                 finished = True
-        finally:
+        finally:  # no await in here: a cancelled request must still close its streams
             self.body_rx.close()  # a caller still sending learns that nobody reads
-            if not finished:
-                await self._emit(("broken",))
-            self.out_tx.close()
+            self.out_tx.close()  # a caller still reading learns the end (or the break)
 
     async def _emit(self, event: tuple[Any, ...]) -> None:
         import anyio
@@ -368,7 +366,7 @@ class _Exchange:
         return True
 
     def end_of_body(self) -> None:
-        self.portal.call(self.body_tx.aclose)
+        self._on_loop(self.body_tx.close)
 
     def next_event(self, timeout: float | None, request: httpx.Request) -> tuple[Any, ...]:
         import anyio
@@ -379,6 +377,8 @@ class _Exchange:
             raise httpx.ReadTimeout("the app did not answer in time", request=request) from None
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             event = ("broken",)
+        if event[0] in ("end", "broken"):  # nothing more to come
+            self._on_loop(self.out_rx.close)
         if event[0] == "broken":
             raise httpx.RemoteProtocolError("the app's response broke off", request=request)
         return event
@@ -393,13 +393,19 @@ class _Exchange:
     def disconnect(self) -> None:
         """The client went away: the app's ``receive`` says so, its sends go nowhere."""
 
-        async def leave() -> None:
+        def leave() -> None:
             self.gone.set()
             self.body_tx.close()
             self.out_rx.close()
 
-        with suppress(RuntimeError):  # the server stopped meanwhile
-            self.portal.call(leave)
+        self._on_loop(leave)
+
+    def _on_loop(self, call: Callable[[], None]) -> None:
+        """``call()`` on the server's loop, or here if the loop has stopped already."""
+        try:
+            self.portal.call(call)
+        except RuntimeError:  # the server stopped: nothing else touches these streams
+            call()
 
 
 class _ResponseBody(httpx.SyncByteStream):
