@@ -32,9 +32,18 @@ RESEARCHER = "bob"
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCoordinator]:
-    # a short stall timeout: the test of a body that never arrives waits for it
+    """In memory: the same app and checks as over TLS, without the socket."""
+    with live_coordinator(tmp_path_factory.mktemp("researcher-attacks"), in_memory=True) as lc:
+        yield lc
+
+
+@pytest.fixture(scope="module")
+def tls_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCoordinator]:
+    """Over TLS, for the raw bytes of a request on a socket.
+
+    A short stall timeout: the test of a body that never arrives waits for it."""
     with live_coordinator(
-        tmp_path_factory.mktemp("researcher-attacks"), body_stall_seconds=1
+        tmp_path_factory.mktemp("researcher-attacks-tls"), body_stall_seconds=1
     ) as lc:
         yield lc
 
@@ -137,7 +146,8 @@ def _head(live: LiveCoordinator, length: int, body: bytes) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def test_a_declared_2_gib_body_is_refused_at_once(live: LiveCoordinator) -> None:
+def test_a_declared_2_gib_body_is_refused_at_once(tls_live: LiveCoordinator) -> None:
+    live = tls_live
     body = b"{}"
     started = time.monotonic()
     answer = _raw_request(live, _head(live, 2 << 30, body), body, wait=10)
@@ -146,7 +156,8 @@ def test_a_declared_2_gib_body_is_refused_at_once(live: LiveCoordinator) -> None
     assert b"too large" in answer
 
 
-def test_a_body_shorter_than_declared_is_a_408_not_a_hang(live: LiveCoordinator) -> None:
+def test_a_body_shorter_than_declared_is_a_408_not_a_hang(tls_live: LiveCoordinator) -> None:
+    live = tls_live
     body = b'{"name": "x"'
     started = time.monotonic()
     answer = _raw_request(live, _head(live, 1000, body), body, wait=15)

@@ -36,7 +36,8 @@ HONEST, HOSTILE = SITES[0], SITES[1]
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCoordinator]:
-    with live_coordinator(tmp_path_factory.mktemp("site-attacks")) as running:
+    # in memory: the same app and checks as over TLS, without the socket
+    with live_coordinator(tmp_path_factory.mktemp("site-attacks"), in_memory=True) as running:
         yield running
 
 

@@ -36,7 +36,15 @@ A, B = SITES[0], SITES[1]  # two hospitals of the same consortium
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCoordinator]:
-    with live_coordinator(tmp_path_factory.mktemp("federation")) as running:
+    """The coordinator in memory: the same app, gate and checks as over TLS, no socket."""
+    with live_coordinator(tmp_path_factory.mktemp("federation"), in_memory=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def tls_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCoordinator]:
+    """The coordinator over TLS on 127.0.0.1, for what the transport itself must refuse."""
+    with live_coordinator(tmp_path_factory.mktemp("federation-tls")) as running:
         yield running
 
 
@@ -435,7 +443,8 @@ def test_plain_reads_of_jobs_and_participants_are_audited(
 # -- the transport ---------------------------------------------------------------------------
 
 
-def test_a_client_refuses_a_server_that_does_not_match_its_pin(live: LiveCoordinator) -> None:
+def test_a_client_refuses_a_server_that_does_not_match_its_pin(tls_live: LiveCoordinator) -> None:
+    live = tls_live
     kit = live.kit(A)
     identity = live.identity(A)
 
@@ -449,7 +458,8 @@ def test_a_client_refuses_a_server_that_does_not_match_its_pin(live: LiveCoordin
         client.get_json("/v1/work")
 
 
-def test_a_client_refuses_a_server_of_another_ca(live: LiveCoordinator, tmp_path: Path) -> None:
+def test_a_client_refuses_a_server_of_another_ca(tls_live: LiveCoordinator, tmp_path: Path) -> None:
+    live = tls_live
     provision(write_consortium(tmp_path / "consortium.toml", live.port), tmp_path / "kits")
     other = load_kit(tmp_path / "kits" / "sites" / A)
     from medfed.federation.transfer.client import client_for_kit

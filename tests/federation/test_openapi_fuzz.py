@@ -1,11 +1,13 @@
 """Schemathesis fuzzes the coordinator's served OpenAPI schema: no request gets a 5xx.
 
 Unsigned requests are refused (401) before anything else runs, so most requests here are signed,
-each by a participant drawn at random (a site, a researcher, the admin), over the live TLS
-server: the signature covers the method, the request target exactly as sent (query string
-included) and the body's sha256. Cases are generated both to match the schema and to violate
-it, and also against real ids (an open task, a running job, an upload, a blob) so that the
-checks behind authentication and routing are reached.
+each by a participant drawn at random (a site, a researcher, the admin), to the coordinator's
+app served in memory (the same app, gate and checks as over TLS, without the socket; what the
+TLS server itself refuses is tested in test_api_security.py and tests/attacks): the signature
+covers the method, the request target exactly as sent (query string included) and the body's
+sha256. Cases are generated both to match the schema and to violate it, and also against real
+ids (an open task, a running job, an upload, a blob) so that the checks behind authentication
+and routing are reached.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def live(
         if not db_url:
             pytest.skip("set MEDFED_TEST_POSTGRES_URL to fuzz the coordinator on PostgreSQL")
     root = tmp_path_factory.mktemp("fuzz")
-    with live_coordinator(root, max_upload_bytes=1 << 20, db_url=db_url) as running:
+    with live_coordinator(root, max_upload_bytes=1 << 20, db_url=db_url, in_memory=True) as running:
         yield running
 
 

@@ -33,7 +33,8 @@ A, B, C = SITES[0], SITES[1], SITES[2]
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCoordinator]:
-    with live_coordinator(tmp_path_factory.mktemp("federation")) as running:
+    # in memory: the same app and checks as over TLS, without the socket
+    with live_coordinator(tmp_path_factory.mktemp("federation"), in_memory=True) as running:
         yield running
 
 

@@ -38,9 +38,10 @@ pytestmark = pytest.mark.slow  # ~20 s: one job per test
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCoordinator]:
-    """One federation for the module, with uploads limited to 256 KiB (the model is ~10 KiB)."""
+    """One federation for the module, with uploads limited to 256 KiB (the model is ~10 KiB),
+    served in memory (the same app and checks as over TLS, without the socket)."""
     with live_coordinator(
-        tmp_path_factory.mktemp("uploads"), max_upload_bytes=256 << 10
+        tmp_path_factory.mktemp("uploads"), max_upload_bytes=256 << 10, in_memory=True
     ) as running:
         yield running
 
