@@ -127,7 +127,9 @@ class LiveCoordinator:
     def raw(self) -> httpx.Client:
         """A plain HTTPS client that trusts the federation CA and signs nothing by itself."""
         if self._raw is None and self.asgi is not None:
-            self._raw = httpx.Client(base_url=self.url, transport=self.asgi, timeout=30)
+            self._raw = httpx.Client(
+                base_url=self.url, transport=self.asgi.connection(), timeout=30
+            )
         elif self._raw is None:
             ca = self.kit(ADMINS[0]).ca_pem.decode()
             self._raw = httpx.Client(

@@ -166,7 +166,10 @@ class AsgiTransport:
         self, server: AsgiServer, base_url: str = "https://coordinator", *, timeout: float = 60.0
     ) -> None:
         self._http = httpx.Client(
-            base_url=base_url, transport=server, timeout=timeout, follow_redirects=False
+            base_url=base_url,
+            transport=server.connection(),
+            timeout=timeout,
+            follow_redirects=False,
         )
 
     def send(
@@ -194,9 +197,10 @@ class AsgiServer(httpx.BaseTransport):
 
     Like uvicorn it gives the app one task per request, feeds it the request body as it is
     sent, answers 500 when the app fails before responding, and tells the app when the client
-    went away (a response closed early, a body that broke off). Use it as
-    ``httpx.Client(transport=server)`` or through :class:`AsgiTransport`; ``close()`` cancels
-    whatever is still running and stops the loop.
+    went away (a response closed early, a body that broke off). Use it through
+    :class:`AsgiTransport` or as ``httpx.Client(transport=server.connection())`` (closing such
+    a client leaves the server serving); ``close()`` cancels whatever is still running and
+    stops the loop.
     """
 
     _BUFFER = 4  # pieces of a body in flight between the caller's thread and the loop
@@ -212,6 +216,10 @@ class AsgiServer(httpx.BaseTransport):
 
     def transport(self, base_url: str = "https://coordinator", **kwargs: Any) -> AsgiTransport:
         return AsgiTransport(self, base_url, **kwargs)
+
+    def connection(self) -> httpx.BaseTransport:
+        """An httpx transport into this server that a client may close (it stays up)."""
+        return _Connection(self)
 
     def close(self) -> None:
         """Stop serving: cancel the requests still running and end the loop. Idempotent."""
@@ -264,6 +272,14 @@ class AsgiServer(httpx.BaseTransport):
             extensions={"http_version": b"HTTP/1.1"},
             request=request,
         )
+
+
+class _Connection(httpx.BaseTransport):
+    def __init__(self, server: AsgiServer) -> None:
+        self._server = server
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._server.handle_request(request)
 
 
 class _Exchange:
