@@ -103,7 +103,11 @@ class InMemoryFederation:
         poll_wait: float = 0.5,
     ) -> Node:
         """Start ``site``'s agent on the bundled breast-cancer data (as ``medfed node start
-        --data breast-cancer`` does), its state in the site's kit folder by default."""
+        --data breast-cancer`` does), its state in the site's kit folder by default.
+
+        Its first poll is made here, before the thread starts: when this returns, the
+        coordinator knows the site (as it does a node process that started a while ago).
+        """
         kit = self.live.kit(site)
         dataset = load_dataset(DATA)
         client = self.live.new_client(site)
@@ -135,6 +139,7 @@ class InMemoryFederation:
         thread = threading.Thread(target=serve, name=f"node-{site}", daemon=True)
         node = Node(site, agent, client, thread)
         self.nodes[site] = node
+        agent.step()
         thread.start()
         return node
 

@@ -17,7 +17,7 @@ from medfed.cli.main import cli
 from medfed.site.budget import SiteBudget
 from medfed.site.secure_aggregation import MASKED_TENSOR
 from medfed.tensor_file import open_params
-from tests.federation.conftest import SITES
+from tests.federation.conftest import SITES, Federation, medfed
 from tests.federation.inmemory import InMemoryFederation
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,9 +39,25 @@ def medfed_local(*args: str) -> str:
     return result.output
 
 
-def start_with_budgets(fed: InMemoryFederation, budgets: tuple[float, ...]) -> None:
-    """One auto-approving node per site, each with its own budget on DATA."""
+def start_with_budgets(fed: Federation, budgets: tuple[float, ...]) -> str:
+    """A coordinator, and one auto-approving node per site with its own budget on DATA, each
+    a real process over TLS (test_private_sample_end_to_end.py); returns the researcher's kit."""
+    fed.start_coordinator()
     for site, epsilon in zip(SITES, budgets, strict=True):
+        state = fed.kit("sites", site) / "state"
+        proc = medfed(
+            "node", "budget", "set", DATA, "--epsilon", str(epsilon), "--state", str(state)
+        )
+        assert proc.returncode == 0, proc.stderr
+        fed.start_node(site, "--auto-approve")
+    return str(fed.kit("researchers", "bob"))
+
+
+def start_nodes_with_budgets(
+    fed: InMemoryFederation, budgets: tuple[float, ...], sites: tuple[str, ...] = SITES[:2]
+) -> None:
+    """One auto-approving node agent per site, in memory, each with its own budget on DATA."""
+    for site, epsilon in zip(sites, budgets, strict=True):
         state = fed.live.kits / "sites" / site / "state"
         medfed_local(
             "node", "budget", "set", DATA, "--epsilon", str(epsilon), "--state", str(state)
@@ -52,13 +68,18 @@ def start_with_budgets(fed: InMemoryFederation, budgets: tuple[float, ...]) -> N
 def test_dp_job_with_secure_aggregation_spends_the_sites_budgets_and_sends_only_masked_vectors(
     fed: InMemoryFederation,
 ) -> None:
-    start_with_budgets(fed, (BUDGET, BUDGET, SMALL))
+    start_nodes_with_budgets(fed, (BUDGET, BUDGET))
 
     started = time.monotonic()
     privacy = {"dp": "client", "secure_aggregation": True, "target_epsilon": 8}
     job_id = fed.submit(rounds=2, min_sites=2, round_timeout=60, privacy=privacy)["id"]
+    # the node with the small budget joins once round 1 has its two sites: a round that
+    # asked it and only one other could not finish (the process version left this to chance)
+    for site in SITES[:2]:
+        fed.nodes[site].wait_for("approved")
+    start_nodes_with_budgets(fed, (SMALL,), sites=SITES[2:])
     view = fed.wait_for_job(job_id, timeout=120)
-    assert view["status"] == "complete", (view, fed.logs())
+    assert view["status"] == "complete", f"{view.get('error')}\n{fed.logs()}"
     last = view["rounds_detail"][-1]["privacy"]  # what `job status` prints as ε
     assert last["epsilon"] is not None and last["epsilon"] > 0, view
     assert time.monotonic() - started < 90
