@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medfed.data.partition import (
@@ -97,7 +97,7 @@ def test_small_alpha_skews_labels_and_infinite_alpha_does_not() -> None:
     assert skew[math.inf] < 0.01
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     total=st.integers(0, 5000),
     num_sites=st.integers(1, 50),
@@ -131,7 +131,7 @@ def test_zero_skew_gives_equal_sizes_and_large_skew_unequal_ones() -> None:
     assert np.median(ratios) > 10
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(2, 400),
     test_fraction=st.floats(0.01, 0.99),
@@ -150,7 +150,7 @@ def test_train_test_split_is_a_partition_with_both_parts_non_empty(
     assert len(test) == min(max(round(n * test_fraction), 1), n - 1)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(counts=st.lists(st.integers(1, 60), min_size=1, max_size=5), seed=seeds)
 def test_stratified_split_keeps_class_shares(counts: list[int], seed: int) -> None:
     y = np.repeat(np.arange(len(counts)), counts)
