@@ -6,8 +6,10 @@ Each round::
                 ─► send EVALUATE to every site ─► observers (run store, progress, …)
 
 The driver knows nothing about where sites run (that is the backend) nor how updates are
-combined (that is the strategy). Seeds are derived from the run seed, the round and the site,
-so a run repeats bit for bit whichever backend runs it.
+combined (that is the strategy). Seeds are derived from the run seed, the round and the site's
+name; a round's sites are taken in name order and their replies are aggregated in that order
+(every backend yields replies in request order, not as they arrive), so a run repeats bit for
+bit whichever backend runs it, a simulation's or a real federation's.
 """
 
 from __future__ import annotations
@@ -184,7 +186,11 @@ class RoundDriver:
         With client-level DP every site counts once and ε is accounted after the round.
         """
         start = time.perf_counter()
-        sites = self.backend.site_names
+        # in name order whatever order the backend lists them in (a simulation: the data
+        # set's; a federation: the coordinator's): the round samples the same sites and sums
+        # their updates in the same order (float addition is not associative), so a run gives
+        # the same model simulated and federated
+        sites = sorted(self.backend.site_names)
         rng = np.random.default_rng([self.seed, _SAMPLING, round])
         plans = self.strategy.configure_train(round=round, params=params, sites=sites, rng=rng)
         secure = self._secure_settings()

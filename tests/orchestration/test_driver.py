@@ -7,8 +7,9 @@ from medfed.errors import RoundFailed
 from medfed.orchestration.backends import InProcessBackend, ProcessPoolBackend
 from medfed.orchestration.driver import RoundDriver
 from medfed.records import Params
+from medfed.site.runtime import SiteRuntime
 from medfed.strategies import FedAvg
-from tests.helpers import ShiftSites, model
+from tests.helpers import ShiftApp, ShiftSites, model
 
 
 def _run(backend, *, rounds=3, seed=0, **strategy) -> tuple[Params, list]:
@@ -132,3 +133,33 @@ class CrashingSites(ShiftSites):
 
             runtime.app.fit = crash  # type: ignore[method-assign]
         return runtime
+
+
+class ListedSites(ShiftSites):
+    """ShiftSites whose backend lists its sites in a given order (each site's app the same)."""
+
+    def __init__(self, order: list[str]) -> None:
+        super().__init__(len(order))
+        self.order = order
+
+    @property
+    def site_names(self) -> list[str]:
+        return list(getattr(self, "order", None) or [f"site-{i}" for i in range(self.n)])
+
+    def make(self, name: str) -> SiteRuntime:
+        i = int(name.removeprefix("site-"))
+        return SiteRuntime(name, ShiftApp(shift=float(i) / 3, num_examples=7 * (i + 1)))
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_the_model_does_not_depend_on_the_order_a_backend_lists_its_sites_in(
+    fraction: float,
+) -> None:
+    """A simulation lists its sites in the data set's order, a federation's coordinator in
+    name order: the same run must pick the same sites and sum their updates in the same order
+    (float addition is not associative), so both train the same model bit for bit."""
+    names = [f"site-{i}" for i in (3, 11, 0, 7, 2, 5)]
+    a, ra = _run(InProcessBackend(ListedSites(names)), seed=5, fraction=fraction)
+    b, rb = _run(InProcessBackend(ListedSites(sorted(names))), seed=5, fraction=fraction)
+    assert [set(r.trained) for r in ra] == [set(r.trained) for r in rb]
+    assert all(np.array_equal(a[k], b[k]) for k in a)
