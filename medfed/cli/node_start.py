@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from medfed.data.base import FederatedDataset
 
 
 @click.command()
@@ -24,6 +29,20 @@ import click
 )
 @click.option("--sites", type=int, default=None, help="Number of sites the data set is split into.")
 @click.option("--data-dir", default=None, help="Folder of a data set that is not bundled.")
+@click.option(
+    "--data-seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of a generated data set (synthetic-*): a simulation's --seed gives its sites.",
+)
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Data set option, as `medfed simulate --option` (repeatable).",
+)
 @click.option(
     "--state",
     type=click.Path(file_okay=False, path_type=Path),
@@ -57,6 +76,8 @@ def start(
     data_site: str | None,
     sites: int | None,
     data_dir: str | None,
+    data_seed: int,
+    options: tuple[str, ...],
     state: Path | None,
     auto_approve: bool,
     stall_seconds: float,
@@ -69,7 +90,6 @@ def start(
     from rich.markup import escape
 
     from medfed.cli.console import err, warn
-    from medfed.data import load_dataset
     from medfed.errors import DataError
     from medfed.federation.identity.kits import load_kit
     from medfed.federation.node.agent import NodeAgent, NodeSettings
@@ -78,7 +98,9 @@ def start(
     k = load_kit(kit)
     if k.role != "site":
         raise DataError(f"{kit} is a {k.role} kit; a node needs a site kit")
-    dataset = load_dataset(data_name, num_sites=sites, data_dir=data_dir)
+    dataset = site_dataset(
+        data_name, sites=sites, data_dir=data_dir, seed=data_seed, options=options
+    )
     name = data_site or k.name
     if name not in dataset.site_names:
         raise DataError(
@@ -121,3 +143,30 @@ def start(
         agent.run()
     except KeyboardInterrupt:
         event("node stopped")
+
+
+def site_dataset(
+    name: str,
+    *,
+    sites: int | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    options: Sequence[str] = (),
+) -> FederatedDataset:
+    """The data set a node serves its site's share of, loaded as a simulation loads it.
+
+    With the simulation's ``--sites``, seed (``--data-seed``: it only changes generated data
+    sets) and ``--option`` values, every site holds exactly the records it holds in that
+    simulation (``medfed.orchestration.simulation.SimulationSites``), so a job trains the
+    simulation's model.
+    """
+    from medfed.data import load_dataset
+    from medfed.errors import DataError
+
+    parsed: dict[str, str] = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"--option takes KEY=VALUE, got {item!r}")
+        parsed[key.strip()] = value.strip()  # load_dataset parses a value as its option's type
+    return load_dataset(name, num_sites=sites, data_dir=data_dir, seed=seed, options=parsed)
