@@ -209,10 +209,10 @@ class Federation:
         path.write_text(task_source(case.inputs, case.outputs, f"bench-{case.name}"))
         spec = spec_from_json(spec_json(case.inputs, case.outputs))
         task = load_task(f"{path}:task")
-        config = JobConfig(
-            rounds=rounds, min_sites=min_sites, round_timeout=600.0, evaluate_every=0,
-            data_spec=spec_json(case.inputs, case.outputs),
-        )  # fmt: skip
+        config = JobConfig.from_json({
+            "rounds": rounds, "strategy": {"min_sites": min_sites}, "round_timeout": 600.0,
+            "evaluation": {"every": 0}, "data_spec": spec_json(case.inputs, case.outputs),
+        })  # fmt: skip
         initial = params_to_bytes(task.initial_params(spec, seed=0))
         with self.client("researchers", "researcher", url) as c:
             view = c.post_json(

@@ -21,6 +21,14 @@ Example file::
     name = "fedavg"
     fraction = 1.0
     min_sites = 2
+
+The same file describes a simulation (``medfed simulate --config``) and a job in a real
+federation (``medfed job submit --config``): the modes differ only in where the sites run and
+where the rounds are stored. A few settings have a default that depends on the mode, resolved
+by :meth:`RunConfig.resolved`: ``round_timeout`` (no limit in a simulation, 600 s in a
+federation) and ``[bounds]`` (none for a simulation's own sites, the federation defaults
+otherwise). :func:`config_from_dict` reports every bad key of a file at once, and
+:func:`run_problems` checks the settings that depend on one another, in one place.
 """
 
 from __future__ import annotations
@@ -31,33 +39,46 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 import tomli_w
 
 from medfed.errors import ConfigError
 from medfed.privacy.config import PrivacyConfig
 
+if TYPE_CHECKING:
+    from medfed.strategies.base import Strategy
+
 __all__ = [
+    "DEFAULT_ROUND_TIMEOUT",
     "BackendConfig",
     "DataConfig",
     "EvaluationConfig",
     "RunConfig",
+    "RunMode",
     "StrategyConfig",
     "TrainSettings",
     "UpdateBounds",
+    "check_run",
+    "config_from_dict",
     "load_config",
+    "run_problems",
     "save_config",
 ]
 
 Scalar = bool | int | float | str
 Optimizer = Literal["sgd", "adam"]
 BackendKind = Literal["inprocess", "process"]
+RunMode = Literal["simulation", "federation"]
 
 
 MAX_LOCAL_EPOCHS = 1000
 MAX_BATCH_SIZE = 1 << 20
 MAX_EXAMPLES = 10**12  # the most examples a site may claim in one update
+MAX_TEXT = 4096  # characters of one text setting (a name, a path, a task reference)
+MAX_OPTIONS = 100  # settings in one options table
+MAX_NUMBER = 1e15  # the largest magnitude of any number setting
+DEFAULT_ROUND_TIMEOUT = 600.0  # seconds a federation's round waits for its sites
 
 
 @dataclass(frozen=True)
@@ -178,26 +199,56 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a simulation run."""
+    """Everything that defines a run: a simulation, or a job in a real federation."""
 
     rounds: int = 10
     seed: int = 0
     task: str | None = None
     out: str | None = None
+    # seconds a round waits for its sites; None: the mode's default (see resolved())
+    round_timeout: float | None = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainSettings = field(default_factory=TrainSettings)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    # a simulation's sites are the user's own: no bounds unless a [bounds] table asks (an empty
-    # table gives a federation's defaults, which hold a round's updates in memory to bound them)
-    bounds: UpdateBounds = field(default_factory=UpdateBounds.none)
+    # how far one site's update may stand out; None: the mode's default (see resolved()).
+    # A simulation's sites are the user's own: no bounds unless a [bounds] table asks (an
+    # empty table gives a federation's defaults, which hold a round's updates in memory)
+    bounds: UpdateBounds | None = None
     # no protection unless asked; a [privacy] table in a run file turns secure aggregation on
     privacy: PrivacyConfig = field(default_factory=lambda: PrivacyConfig(secure_aggregation=False))
 
     def __post_init__(self) -> None:
         _check(1 <= self.rounds <= 100_000, "rounds must be between 1 and 100000")
         _check(0 <= self.seed < 2**63, "seed must be a non-negative integer below 2**63")
+        _check(
+            self.round_timeout is None or 1 <= self.round_timeout <= 7 * 24 * 3600,
+            "round_timeout must be between 1 and 604800 seconds",
+        )
+
+    def resolved(self, mode: RunMode) -> RunConfig:
+        """This run with the mode's defaults filled in (what a run folder or a job keeps)."""
+        federation = mode == "federation"
+        bounds = self.bounds
+        if bounds is None:
+            bounds = UpdateBounds() if federation else UpdateBounds.none()
+        timeout = self.round_timeout
+        if timeout is None and federation:
+            timeout = DEFAULT_ROUND_TIMEOUT
+        return replace(self, bounds=bounds, round_timeout=timeout)
+
+    @property
+    def update_bounds(self) -> UpdateBounds:
+        """The bounds of a resolved run (a simulation's default when unresolved)."""
+        return self.bounds if self.bounds is not None else UpdateBounds.none()
+
+    def make_strategy(self) -> Strategy:
+        """The strategy this run names, with its options (ConfigError for a bad one)."""
+        from medfed.strategies import make_strategy
+
+        s = self.strategy
+        return make_strategy(s.name, fraction=s.fraction, min_sites=s.min_sites, options=s.options)
 
     def with_overrides(self, **changes: Any) -> RunConfig:
         """A copy with top-level fields or dotted section fields (``"train.batch_size"``) set."""
@@ -212,14 +263,57 @@ class RunConfig:
             else:
                 top[name] = value
         for section, values in sections.items():
-            top[section] = _build(
-                type(getattr(self, section)), values, section, getattr(self, section)
-            )
+            current = getattr(self, section)
+            if current is None:  # bounds left to the mode's default
+                current = _SECTIONS[section]()
+            top[section] = _build(type(current), values, section, current)
         return replace(self, **top)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _drop_none(asdict(self))
         return out
+
+
+def run_problems(config: RunConfig, mode: RunMode) -> list[str]:
+    """The problems of settings that depend on one another (empty when there are none).
+
+    The one place where a run's strategy, privacy and participation are checked together,
+    for a simulation and a federation alike; what needs the data (enough sites for
+    ``min_sites``) is checked once the data set is known.
+    """
+    from medfed.strategies import check_secure_aggregation
+
+    problems: list[str] = []
+    privacy = config.privacy
+    try:
+        strategy = config.make_strategy()
+        if privacy.secure_aggregation:
+            check_secure_aggregation(strategy)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if mode == "federation":
+        if privacy.adaptive_clip and privacy.clip_count_stddev is None:
+            problems.append(
+                "adaptive clipping in a federation needs privacy.clip_count_stddev (the sites "
+                "do not know how many take part in a round)"
+            )
+        if privacy.secure_aggregation and config.strategy.min_sites < 2:
+            problems.append("secure aggregation needs strategy.min_sites of at least 2")
+    return problems
+
+
+def check_run(config: RunConfig, mode: RunMode) -> RunConfig:
+    """``config`` resolved for ``mode``; one ConfigError naming every problem otherwise."""
+    problems = run_problems(config, mode)
+    if problems:
+        raise ConfigError(_sentence(problems))
+    return config.resolved(mode)
+
+
+def _sentence(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"the run has {len(problems)} problems: " + "; ".join(problems)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -246,55 +340,112 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
+def _number_ok(value: int | float) -> bool:
+    try:
+        return math.isfinite(value) and abs(value) <= MAX_NUMBER
+    except OverflowError:  # an integer such as 10**400 (JSON has no limit)
+        return False
+
+
 def _coerce(value: Any, annotation: str, where: str) -> Any:
-    """Check a TOML value against a dataclass field's annotation (given as a string)."""
+    """Check a TOML or JSON value against a dataclass field's annotation (given as a string).
+
+    Integers are never read from true/false, numbers must be finite and at most 1e15 in
+    magnitude, text is at most 4096 characters without NUL, option tables hold at most 100
+    plain values: a value from the network cannot make a setting unbounded.
+    """
     allowed = annotation.replace(" ", "").split("|")
     if value is None and "None" in allowed:
         return None
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if is_number and not _number_ok(value) and ("int" in allowed or "float" in allowed):
+        raise ConfigError(f"{where} must be a finite number, got {_short(value)}")
     if "int" in allowed and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if "float" in allowed and isinstance(value, int | float) and not isinstance(value, bool):
+    if "float" in allowed and is_number:
         return float(value)
     if "bool" in allowed and isinstance(value, bool):
         return value
-    if ("str" in allowed or annotation in ("Optimizer", "BackendKind")) and isinstance(value, str):
+    textual = "str" in allowed or annotation in ("Optimizer", "BackendKind")
+    if textual and isinstance(value, str):
+        if len(value) > MAX_TEXT or "\x00" in value:
+            raise ConfigError(f"{where} must be text of at most {MAX_TEXT} characters")
         return value
     if annotation.startswith("dict[") and isinstance(value, dict):
+        if len(value) > MAX_OPTIONS:
+            raise ConfigError(f"{where} must hold at most {MAX_OPTIONS} settings")
         for k, v in value.items():
-            if not isinstance(v, bool | int | float | str):
+            plain = isinstance(v, bool | int | float | str)
+            if not isinstance(k, str) or len(k) > 200 or not plain:
                 raise ConfigError(f"{where}.{k} must be a number, a string or true/false")
+            _coerce(v, "bool | int | float | str", f"{where}.{k}")
         return dict(value)
     expected = " or ".join(a for a in allowed if a != "None")
-    raise ConfigError(f"{where} must be {expected}, got {value!r}")
+    raise ConfigError(f"{where} must be {expected}, got {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _build(cls: type[T], values: Mapping[str, Any], where: str, base: T | None = None) -> T:
+    """One section from its table; one ConfigError naming every bad key of it."""
+    built, problems = _parse(cls, values, where, base)
+    if built is None:
+        raise ConfigError(_sentence(problems))
+    return built
+
+
+def _parse(
+    cls: type[T], values: Mapping[str, Any], where: str, base: T | None = None
+) -> tuple[T | None, list[str]]:
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
+    problems: list[str] = []
     for key, value in values.items():
+        name = f"{where}.{key}".lstrip(".")
         if key not in known:
-            hint = difflib.get_close_matches(key, list(known), n=1)
+            hint = difflib.get_close_matches(str(key), list(known), n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"unknown setting {where}.{key}{suggestion}".replace("..", "."))
-        kwargs[key] = _coerce(value, str(known[key].type), f"{where}.{key}".lstrip("."))
-    if base is not None:
-        return replace(base, **kwargs)  # type: ignore[type-var]
-    return cls(**kwargs)
+            problems.append(f"unknown setting {name}{suggestion}")
+            continue
+        try:
+            kwargs[key] = _coerce(value, str(known[key].type), name)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    try:  # the values of the right type, also checked against their ranges
+        built = replace(base, **kwargs) if base is not None else cls(**kwargs)  # type: ignore[type-var]
+    except ConfigError as exc:
+        return None, [*problems, str(exc)]
+    return (None, problems) if problems else (built, [])
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
-    """Validate a parsed TOML document into a :class:`RunConfig`."""
+    """Validate a parsed TOML (or JSON) document into a :class:`RunConfig`.
+
+    Every bad key of every section is named in one :class:`ConfigError`; within a section,
+    the first value out of its range.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError("a run configuration must be a table of settings")
     top: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    problems: list[str] = []
     for key, value in raw.items():
         if key in _SECTIONS:
             if not isinstance(value, dict):
-                raise ConfigError(f"[{key}] must be a table")
-            top[key] = _build(_SECTIONS[key], value, key)
+                problems.append(f"[{key}] must be a table")
+                continue
+            sections[key], found = _parse(_SECTIONS[key], value, key)
+            problems += found
         else:
             top[key] = value
-    sections_removed = {k: v for k, v in top.items() if k not in _SECTIONS}
-    checked = _build(RunConfig, sections_removed, "")
-    return replace(checked, **{k: v for k, v in top.items() if k in _SECTIONS})
+    checked, found = _parse(RunConfig, top, "")
+    problems = found + problems
+    if checked is None or problems:
+        raise ConfigError(_sentence(problems))
+    return replace(checked, **sections)
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any
 
 import click
 
@@ -27,37 +27,44 @@ def job() -> None:
 @job.command()
 @_KIT
 @_INSECURE
-@click.argument("task_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument(
+    "task_file", required=False, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A run file (TOML), the same format as `medfed simulate --config`; flags override it.",
+)
 @click.option("--name", default=None, help="A name for the job [the task file's name].")
 @click.option(
     "--data",
     "data_name",
-    required=True,
-    help="The data set the sites hold (its shape defines the model's input).",
+    default=None,
+    help="The data set the sites hold (its shape defines the model's input) [the run file's].",
 )
-@click.option("--rounds", type=int, default=10, show_default=True)
-@click.option("--strategy", default="fedavg", show_default=True)
-@click.option("--min-sites", type=int, default=2, show_default=True)
-@click.option("--fraction", type=float, default=1.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rounds", type=int, default=None, help="Rounds [10].")
+@click.option("--strategy", default=None, help="Aggregation strategy [fedavg].")
 @click.option(
-    "--round-timeout",
-    type=float,
-    default=600.0,
-    show_default=True,
-    help="Seconds a round waits for sites.",
+    "--min-sites",
+    type=int,
+    default=None,
+    help="Sites a round needs [the run file's; 2 without one].",
 )
-@click.option("--local-epochs", type=int, default=1, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--fraction", type=float, default=None, help="Share of sites asked each round [1].")
+@click.option("--seed", type=int, default=None, help="Seed [0].")
+@click.option("--round-timeout", type=float, default=None, help="Seconds a round waits [600].")
+@click.option("--local-epochs", type=int, default=None, help="Local epochs per round [1].")
+@click.option("--batch-size", type=int, default=None, help="[32]")
+@click.option("--lr", type=float, default=None, help="Local learning rate [0.05].")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None, help="[sgd]")
 @click.option(
     "--dp",
     type=click.Choice(["none", "client", "sample"]),
-    default="none",
-    show_default=True,
+    default=None,
     help="Differential privacy: client level (DP-FedAvg) or sample level (DP-SGD at each "
-    "site); each site's budget pays for it.",
+    "site); each site's budget pays for it [none].",
 )
 @click.option(
     "--secagg/--no-secagg",
@@ -98,96 +105,52 @@ def job() -> None:
 def submit(
     kit: Path,
     insecure: bool,
-    task_file: Path,
+    task_file: Path | None,
+    config_path: str | None,
     name: str | None,
-    data_name: str,
-    rounds: int,
-    strategy: str,
-    min_sites: int,
-    fraction: float,
-    seed: int,
-    round_timeout: float,
-    local_epochs: int,
-    batch_size: int,
-    lr: float,
-    optimizer: str,
-    dp: str,
-    secagg: bool | None,
-    clip: float | None,
-    noise_multiplier: float | None,
-    target_epsilon: float | None,
-    delta: float | None,
-    norm_factor: float | None,
-    examples_factor: float | None,
-    max_examples: int | None,
+    **flags: Any,
 ) -> None:
     """Submit TASK_FILE (a Python task module defining `task`) as a federated job.
 
-    The initial model is built here, from your code; the coordinator never runs it. Each
-    site's data steward must approve this exact file before their site takes part.
+    The job is described like a simulation: `--config run.toml` takes the same run file as
+    `medfed simulate --config` (its `task` names the task file when TASK_FILE is not
+    given), and the flags override it. The initial model is built here, from your code; the
+    coordinator never runs it. Each site's data steward must approve this exact file before
+    their site takes part.
+
+    \b
+    Examples:
+      medfed job submit examples/breast_mlp.py --data breast-cancer --rounds 20
+      medfed job submit --config consortium.toml --rounds 50
     """
     from medfed.cli.console import out, text
     from medfed.cli.remote import client
-    from medfed.cli.simulate import refuse_dp_flags_without_dp
-    from medfed.config import TrainSettings
+    from medfed.cli.simulate import run_config_from_flags
     from medfed.data import load_dataset
-    from medfed.federation.coordinator.jobs import JobConfig
+    from medfed.errors import ConfigError
+    from medfed.federation.coordinator.job_config import JobConfig
     from medfed.site.task_loading import load_task
     from medfed.tensor_file import write_params
 
-    refuse_dp_flags_without_dp(
-        dp,
-        {
-            "noise_multiplier": noise_multiplier,
-            "target_epsilon": target_epsilon,
-            "clip": clip,
-            "delta": delta,
-        },
-    )
-    privacy: dict[str, Any] = {
-        "dp": dp,
-        # DP's noise is split across the sites under secure aggregation: on with --dp
-        "secure_aggregation": dp != "none" if secagg is None else secagg,
-    }
-    flags = {
-        "clip_norm": clip,
-        "noise_multiplier": noise_multiplier,
-        "target_epsilon": target_epsilon,
-        "delta": delta,
-    }
-    privacy.update({k: v for k, v in flags.items() if v is not None})
-    spec = load_dataset(data_name).spec
+    if config_path is None and flags["min_sites"] is None:
+        flags["min_sites"] = 2  # a federation's round needs two hospitals unless told
+    if config_path is None and flags["data_name"] is None:
+        raise ConfigError("name the data set the sites hold: --data NAME (or --config run.toml)")
+    run = run_config_from_flags(config_path, flags)
+    task_file = _task_file(task_file, run.task)
+    data = run.data
+    spec = load_dataset(data.name, data_dir=data.dir, options=data.options).spec
     task = load_task(f"{task_file}:task")
     config = JobConfig(
-        rounds=rounds,
-        seed=seed,
-        strategy=strategy,
-        fraction=fraction,
-        min_sites=min_sites,
-        round_timeout=round_timeout,
-        train=TrainSettings(
-            local_epochs=local_epochs,
-            batch_size=batch_size,
-            learning_rate=lr,
-            optimizer=cast(Literal["sgd", "adam"], optimizer),
-        ),
+        run=run,
         data_spec={
             "kind": str(spec.kind),
             "input_shape": list(spec.input_shape),
             "n_classes": spec.n_classes,
-            "data": data_name,
-        },
-        privacy=privacy,
-        bounds={
-            k: v
-            for k, v in (
-                ("norm_factor", norm_factor),
-                ("examples_factor", examples_factor),
-                ("max_examples", max_examples),
-            )
-            if v is not None
+            "data": data.name,
         },
     )
+    seed = config.run.seed
     initial = task.initial_params(spec, seed=seed)
     # streamed into a file and uploaded chunk by chunk from it: no copy of it as bytes
     with (
@@ -218,6 +181,27 @@ def submit(
         f"approves them with: medfed node approve ID (or {text(bundle_sha[:12])}, the code's hash)",
         soft_wrap=True,
     )
+
+
+def _task_file(given: Path | None, ref: str | None) -> Path:
+    """The task file to submit: TASK_FILE, or the run file's ``task`` (``path.py[:task]``)."""
+    from medfed.errors import ConfigError
+
+    if given is not None:
+        return given
+    if ref is None:
+        raise ConfigError(
+            'a job needs its task file: give TASK_FILE, or task = "path/to/task.py" in the run file'
+        )
+    path, _, attribute = ref.partition(":")
+    if attribute not in ("", "task"):
+        raise ConfigError(
+            f"a job's task file must define its task as `task` (the run file names {ref!r}): "
+            "rename it in the file, or give the file as TASK_FILE"
+        )
+    if not Path(path).is_file():
+        raise ConfigError(f"the run file's task file {path} does not exist")
+    return Path(path)
 
 
 @job.command("list")

@@ -130,55 +130,75 @@ def simulate(
       medfed simulate --config runs/demo/config.toml --out runs/again
       medfed simulate --data breast-cancer --dp client --target-epsilon 8 --rounds 20
     """
+    config = run_config_from_flags(config_path, flags, options)
+    _refuse_unused_data_dir(config.data.name, config.data.dir)
+    if config.out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        config = config.with_overrides(out=f"runs/{config.data.name}-{stamp}")
+    _run(config, overwrite=overwrite, title=f"medfed simulate: {config.data.name}")
+
+
+_FLAG_KEYS = {
+    "task": "task",
+    "data_name": "data.name",
+    "data_dir": "data.dir",
+    "sites": "data.sites",
+    "rounds": "rounds",
+    "seed": "seed",
+    "round_timeout": "round_timeout",
+    "strategy": "strategy.name",
+    "fraction": "strategy.fraction",
+    "min_sites": "strategy.min_sites",
+    "local_epochs": "train.local_epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.learning_rate",
+    "optimizer": "train.optimizer",
+    "backend": "backend.kind",
+    "workers": "backend.workers",
+    "baselines": "evaluation.baselines",
+    "out": "out",
+    "dp": "privacy.dp",
+    "secagg": "privacy.secure_aggregation",
+    "clip": "privacy.clip_norm",
+    "noise_multiplier": "privacy.noise_multiplier",
+    "target_epsilon": "privacy.target_epsilon",
+    "delta": "privacy.delta",
+    "adaptive_clip": "privacy.adaptive_clip",
+    "norm_factor": "bounds.norm_factor",
+    "examples_factor": "bounds.examples_factor",
+    "max_examples": "bounds.max_examples",
+}
+"""Each command-line flag of `medfed simulate` and `medfed job submit`: its run-file key."""
+
+
+def run_config_from_flags(
+    config_path: str | None, flags: dict[str, Any], options: tuple[str, ...] = ()
+) -> RunConfig:
+    """The run file (or the defaults) with the flags given on the command line applied.
+
+    Shared by `medfed simulate` and `medfed job submit`: a flag means the same run-file key
+    in both; DP turns secure aggregation on unless told otherwise; a DP setting without DP is
+    refused.
+    """
     from medfed.config import load_config
+    from medfed.errors import ConfigError
 
     config = load_config(config_path) if config_path else RunConfig()
     data_options = dict(config.data.options)
     for item in options:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            from medfed.errors import ConfigError
-
             raise ConfigError(f"--option takes KEY=VALUE, got {item!r}")
         data_options[key.strip()] = _parse_scalar(value.strip())
-    mapping = {
-        "task": "task",
-        "data_name": "data.name",
-        "data_dir": "data.dir",
-        "sites": "data.sites",
-        "rounds": "rounds",
-        "seed": "seed",
-        "strategy": "strategy.name",
-        "fraction": "strategy.fraction",
-        "min_sites": "strategy.min_sites",
-        "local_epochs": "train.local_epochs",
-        "batch_size": "train.batch_size",
-        "lr": "train.learning_rate",
-        "optimizer": "train.optimizer",
-        "backend": "backend.kind",
-        "workers": "backend.workers",
-        "baselines": "evaluation.baselines",
-        "out": "out",
-        "dp": "privacy.dp",
-        "secagg": "privacy.secure_aggregation",
-        "clip": "privacy.clip_norm",
-        "noise_multiplier": "privacy.noise_multiplier",
-        "target_epsilon": "privacy.target_epsilon",
-        "delta": "privacy.delta",
-        "adaptive_clip": "privacy.adaptive_clip",
-    }
+    flags = dict(flags)
     if flags.get("dp") not in (None, "none") and flags.get("secagg") is None:
         flags["secagg"] = True  # DP's noise is split across sites under secure aggregation
-    changes = {mapping[k]: v for k, v in flags.items() if v is not None}
+    changes = {_FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
     if options:
         changes["data.options"] = data_options
     config = config.with_overrides(**changes)
-    refuse_dp_flags_without_dp(config.privacy.dp, {k: flags[k] for k in _DP_ONLY})
-    _refuse_unused_data_dir(config.data.name, config.data.dir)
-    if config.out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        config = config.with_overrides(out=f"runs/{config.data.name}-{stamp}")
-    _run(config, overwrite=overwrite, title=f"medfed simulate: {config.data.name}")
+    refuse_dp_flags_without_dp(config.privacy.dp, {k: flags.get(k) for k in _DP_ONLY})
+    return config
 
 
 _DP_ONLY = ("noise_multiplier", "target_epsilon", "clip", "delta", "adaptive_clip")
@@ -294,7 +314,7 @@ def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
         simulation = Simulation(config)
     try:
         store = RunStore(config.out, overwrite=overwrite)
-        store.start(config)
+        store.start(simulation.config)  # resolved: repeats this run exactly
     except OSError as exc:  # what _check_writable cannot foresee (a full disk, a race)
         raise UsageError(
             f"cannot write the run folder {config.out}: {exc.strerror or exc}; choose another --out"

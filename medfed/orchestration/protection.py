@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -27,7 +28,11 @@ from medfed.secagg import ed25519_verifier
 from medfed.site.secure_aggregation import SecAggIdentity, SecureAggregationSite
 from medfed.strategies.base import expected_sites
 
-__all__ = ["SiteProtection", "protection_for"]
+if TYPE_CHECKING:
+    from medfed.config import RunConfig
+    from medfed.secagg import Verifier
+
+__all__ = ["SiteProtection", "coordinator_protection", "protection_for"]
 
 
 @dataclass
@@ -65,40 +70,69 @@ class SiteProtection:
         return SecureAggregationSite(SecAggIdentity(name, key, self.public_keys()))
 
 
-def protection_for(
-    config: PrivacyConfig,
+def coordinator_protection(
+    config: RunConfig,
     *,
-    sites: Sequence[str],
-    rounds: int,
-    fraction: float,
-    min_sites: int,
-) -> tuple[ServerPrivacy | None, SecureAggregation | None, SiteProtection | None]:
-    """The coordinator's and the sites' parts of ``config`` (all None: no protection)."""
-    if not config.enabled and not config.secure_aggregation:
-        return None, None, None
-    expected = float(expected_sites(len(sites), fraction=fraction, min_sites=min_sites))
-    server = None
-    if config.dp == "client":
-        server = ServerPrivacy(
-            config,
-            rounds=rounds,
-            sample_rate=1.0,
-            expected_sites=expected,
-            min_sites=min_sites,
-        )
-    site = SiteProtection(
-        config=config,
-        rounds=rounds,
-        noise_multiplier=None if server is None else server.noise_multiplier,
-        min_sites=min_sites,
-        expected_sites=expected,
+    num_sites: int,
+    verify_identity: Verifier | None,
+    job: str = "simulation",
+) -> tuple[ServerPrivacy | None, SecureAggregation | None]:
+    """The coordinator's part of a run's ``[privacy]``: its DP accountant and clip, and how
+    it aggregates securely (``verify_identity`` checks each site's advertisement; ``job``
+    is bound into every SecAgg message). The same for a simulation and a federation."""
+    privacy = config.privacy
+    strategy = config.strategy
+    expected = float(
+        expected_sites(num_sites, fraction=strategy.fraction, min_sites=strategy.min_sites)
     )
-    secure = None
-    if config.secure_aggregation:
-        site.keys = {s: ed25519.Ed25519PrivateKey.generate().private_bytes_raw() for s in sites}
-        secure = SecureAggregation(
-            bound=config.secagg_bound,
-            threshold=config.secagg_threshold,
-            verify_identity=ed25519_verifier(site.public_keys()),
+    server = None
+    if privacy.dp == "client":
+        server = ServerPrivacy(
+            privacy,
+            rounds=config.rounds,
+            sample_rate=1.0,
+            expected_sites=max(1.0, expected),
+            min_sites=strategy.min_sites,
         )
+    secure = None
+    if privacy.secure_aggregation:
+        secure = SecureAggregation(
+            bound=privacy.secagg_bound,
+            threshold=privacy.secagg_threshold,
+            job=job,
+            verify_identity=verify_identity,
+        )
+    return server, secure
+
+
+def protection_for(
+    config: RunConfig, *, sites: Sequence[str]
+) -> tuple[ServerPrivacy | None, SecureAggregation | None, SiteProtection | None]:
+    """A simulation's protection: the coordinator's part, and each site's (all None: none).
+
+    The simulation plays every site, so it makes their identity keys for secure aggregation.
+    """
+    privacy = config.privacy
+    if not privacy.enabled and not privacy.secure_aggregation:
+        return None, None, None
+    keys = {}
+    if privacy.secure_aggregation:
+        keys = {s: ed25519.Ed25519PrivateKey.generate().private_bytes_raw() for s in sites}
+    site = SiteProtection(
+        config=privacy,
+        rounds=config.rounds,
+        min_sites=config.strategy.min_sites,
+        keys=keys,
+    )
+    server, secure = coordinator_protection(
+        config,
+        num_sites=len(sites),
+        verify_identity=ed25519_verifier(site.public_keys()) if keys else None,
+    )
+    site.noise_multiplier = None if server is None else server.noise_multiplier
+    site.expected_sites = float(
+        expected_sites(
+            len(sites), fraction=config.strategy.fraction, min_sites=config.strategy.min_sites
+        )
+    )
     return server, secure, site

@@ -11,15 +11,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from medfed.config import DataConfig, RunConfig, TrainSettings
+from medfed.config import DataConfig, RunConfig, TrainSettings, check_run
 from medfed.errors import ConfigError, RoundFailed
+from medfed.orchestration.assembly import assemble_driver
 from medfed.orchestration.backends.base import Backend, Request
 from medfed.orchestration.backends.inprocess import InProcessBackend
 from medfed.orchestration.driver import RoundDriver, RoundObserver, RoundResult
 from medfed.orchestration.protection import SiteProtection, protection_for
 from medfed.records import Instruction, Metrics, Operation, Params, Reply, SiteFailure
 from medfed.site.runtime import SiteRuntime
-from medfed.strategies import FedAvg, check_secure_aggregation, make_strategy
+from medfed.strategies import FedAvg
 
 if TYPE_CHECKING:
     from medfed.data.base import DataSpec, FederatedDataset, SiteData
@@ -262,7 +263,8 @@ class Simulation:
     """
 
     def __init__(self, config: RunConfig, *, task: Task | None = None) -> None:
-        self.config = config
+        # every setting checked, the simulation's defaults filled in (what the run folder keeps)
+        self.config = config = check_run(config, "simulation")
         self.factory = SimulationSites(
             data=config.data, seed=config.seed, settings=config.train, task_ref=config.task
         )
@@ -274,22 +276,10 @@ class Simulation:
                 f"strategy.min_sites is {config.strategy.min_sites} but the data set "
                 f"{dataset.name!r} has only {len(dataset.sites)} sites"
             )
-        self.strategy = make_strategy(
-            config.strategy.name,
-            fraction=config.strategy.fraction,
-            min_sites=config.strategy.min_sites,
-            options=config.strategy.options,
-        )
-        if config.privacy.secure_aggregation:
-            check_secure_aggregation(self.strategy)
         self.initial = self.factory.task.initial_params(dataset.spec, seed=config.seed)
         self.factory.names = dataset.site_names
         self.server_privacy, self.secure, self.factory.protection = protection_for(
-            config.privacy,
-            sites=dataset.site_names,
-            rounds=config.rounds,
-            fraction=config.strategy.fraction,
-            min_sites=config.strategy.min_sites,
+            config, sites=dataset.site_names
         )
         if config.backend.kind == "process":
             self.factory.require_task_ref()
@@ -297,6 +287,16 @@ class Simulation:
     @property
     def dataset(self) -> FederatedDataset:
         return self.factory.dataset
+
+    def driver(self, backend: Backend, *, observers: Sequence[RoundObserver] = ()) -> RoundDriver:
+        """This run's round driver over ``backend``, with its protection and ``observers``."""
+        return assemble_driver(
+            self.config,
+            backend,
+            privacy=self.server_privacy,
+            secure=self.secure,
+            observers=observers,
+        )
 
     def run(
         self, *, observers: Sequence[RoundObserver] = (), progress: Progress | None = None
@@ -314,16 +314,7 @@ class Simulation:
                     progress("federated", result.round, config.rounds)
 
         try:
-            driver = RoundDriver(
-                strategy=self.strategy,
-                backend=backend,
-                seed=config.seed,
-                evaluate_every=config.evaluation.every,
-                observers=[*observers, _Keep()],
-                secure=self.secure,
-                privacy=self.server_privacy,
-                bounds=config.bounds,
-            )
+            driver = self.driver(backend, observers=[*observers, _Keep()])
             params = driver.run(self.initial, rounds=config.rounds)
             comparison: list[Comparison] = []
             if config.evaluation.baselines:

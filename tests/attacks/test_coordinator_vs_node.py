@@ -60,8 +60,8 @@ def _submit(
 ) -> dict[str, Any]:
     model = breast_mlp()
     client = live.client("bob")
-    config = JobConfig(
-        rounds=rounds, min_sites=1, round_timeout=round_timeout, data_spec=model.data_spec
+    config = JobConfig.from_json(
+        {"rounds": rounds, "round_timeout": round_timeout, "data_spec": model.data_spec}
     )
     job: dict[str, Any] = client.post_json(
         "/v1/jobs",

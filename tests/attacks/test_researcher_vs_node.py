@@ -41,7 +41,7 @@ def _submit(live: LiveCoordinator, *, task_name: str) -> dict[str, Any]:
     """A job of the example task, under a task name of the researcher's choosing."""
     model = breast_mlp()
     client = live.client("bob")
-    config = JobConfig(rounds=1, min_sites=1, round_timeout=60, data_spec=model.data_spec)
+    config = JobConfig.from_json({"rounds": 1, "round_timeout": 60, "data_spec": model.data_spec})
     job: dict[str, Any] = client.post_json(
         "/v1/jobs",
         {
@@ -196,7 +196,6 @@ def test_an_approved_code_hash_does_not_cover_other_settings_or_another_data_set
     from click.testing import CliRunner
 
     from medfed.cli.main import cli
-    from medfed.config import TrainSettings
     from medfed.site.approval import ApprovalStore
 
     site = SITES[2]
@@ -218,7 +217,9 @@ def test_an_approved_code_hash_does_not_cover_other_settings_or_another_data_set
     jobs: list[dict[str, Any]] = []
     try:
         first = _submit_config(
-            live, JobConfig(rounds=1, min_sites=1, round_timeout=60, data_spec=spec), "first"
+            live,
+            JobConfig.from_json({"rounds": 1, "round_timeout": 60, "data_spec": spec}),
+            "first",
         )
         jobs.append(first)
         _wait_for(
@@ -243,16 +244,9 @@ def test_an_approved_code_hash_does_not_cover_other_settings_or_another_data_set
         cancel(live, first["id"])
 
         # the same code, a thousand local epochs: a new request, pending, not run
-        more = JobConfig(
-            rounds=1,
-            min_sites=1,
-            round_timeout=60,
-            data_spec=spec,
-            train=TrainSettings(local_epochs=1000),
-        )
-        elsewhere = JobConfig(
-            rounds=1, min_sites=1, round_timeout=60, data_spec={**spec, "data": "lung"}
-        )
+        one = {"rounds": 1, "round_timeout": 60}
+        more = JobConfig.from_json({**one, "train": {"local_epochs": 1000}, "data_spec": spec})
+        elsewhere = JobConfig.from_json({**one, "data_spec": {**spec, "data": "lung"}})
         second = _submit_config(live, more, "more-epochs")
         third = _submit_config(live, elsewhere, "other-data")
         jobs += [second, third]

@@ -89,13 +89,10 @@ def test_a_tensor_header_nested_200k_deep_is_an_audited_400(live: LiveCoordinato
 def _job_of_two(live: LiveCoordinator, bounds: dict[str, Any] | None = None) -> dict[str, Any]:
     model = breast_mlp()
     client = live.client("bob")
-    config = JobConfig(
-        rounds=1,
-        min_sites=2,
-        round_timeout=60,
-        data_spec=model.data_spec,
-        bounds=bounds or {},
-    )
+    run: dict[str, Any] = {"rounds": 1, "strategy": {"min_sites": 2}, "round_timeout": 60}
+    if bounds is not None:
+        run["bounds"] = bounds
+    config = JobConfig.from_json({**run, "data_spec": model.data_spec})
     job: dict[str, Any] = client.post_json(
         "/v1/jobs",
         {

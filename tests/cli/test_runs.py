@@ -116,6 +116,9 @@ def test_ctrl_c_keeps_finished_rounds_and_marks_the_run_incomplete(tmp_path: Pat
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell starts a background job with SIGINT ignored, and Python then keeps it so: a
+        # test suite run in the background (nohup, CI runners) must not make Ctrl-C a no-op
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120

@@ -306,5 +306,10 @@ def test_job_submit_sets_the_update_bounds(live: LiveCoordinator) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "medfed node pending" in proc.stdout, proc.stdout
-    [job] = [j for j in live.coordinator.store.jobs() if j.config.get("bounds")]
-    assert job.config["bounds"] == {"norm_factor": 50.0, "max_examples": 5000}
+    [job] = [j for j in live.coordinator.store.jobs() if j.config["bounds"]["max_examples"]]
+    # the flags given, the federation's default for the one not given
+    assert job.config["bounds"] == {
+        "norm_factor": 50.0,
+        "examples_factor": 100.0,
+        "max_examples": 5000,
+    }

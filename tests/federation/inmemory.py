@@ -157,13 +157,14 @@ class InMemoryFederation:
         breast-cancer`` does (the data set named in the data spec)."""
         model = breast_mlp()
         client = self.live.client(researcher)
-        config = JobConfig(
-            rounds=rounds,
-            min_sites=min_sites,
-            round_timeout=round_timeout,
-            data_spec={**model.data_spec, "data": DATA},
-            privacy=privacy or {},
-        )
+        run: dict[str, Any] = {
+            "rounds": rounds,
+            "strategy": {"min_sites": min_sites},
+            "round_timeout": round_timeout,
+        }
+        if privacy:  # secure aggregation only when the test asks for it
+            run["privacy"] = {"secure_aggregation": False, **privacy}
+        config = JobConfig.from_json({**run, "data_spec": {**model.data_spec, "data": DATA}})
         job: dict[str, Any] = client.post_json(
             "/v1/jobs",
             {

@@ -352,8 +352,13 @@ def submit_job(
     """Upload the example task and its initial model, submit a job; returns the job's view."""
     model = breast_mlp()
     client = live.client(researcher)
-    config = JobConfig(
-        rounds=rounds, min_sites=min_sites, round_timeout=round_timeout, data_spec=model.data_spec
+    config = JobConfig.from_json(
+        {
+            "rounds": rounds,
+            "strategy": {"min_sites": min_sites},
+            "round_timeout": round_timeout,
+            "data_spec": model.data_spec,
+        }
     )
     job: dict[str, Any] = client.post_json(
         "/v1/jobs",

@@ -39,11 +39,15 @@ def medfed_local(*args: str) -> str:
     return result.output
 
 
-def start_with_budgets(fed: Federation, budgets: tuple[float, ...]) -> str:
-    """A coordinator, and one auto-approving node per site with its own budget on DATA, each
-    a real process over TLS (test_private_sample_end_to_end.py); returns the researcher's kit."""
-    fed.start_coordinator()
-    for site, epsilon in zip(SITES, budgets, strict=True):
+def start_with_budgets(
+    fed: Federation, budgets: tuple[float, ...], sites: tuple[str, ...] = SITES
+) -> str:
+    """A coordinator (once), and one auto-approving node per site with its own budget on
+    DATA, each a real process over TLS (test_private_sample_end_to_end.py); returns the
+    researcher's kit."""
+    if "coordinator" not in fed.procs:
+        fed.start_coordinator()
+    for site, epsilon in zip(sites, budgets, strict=True):
         state = fed.kit("sites", site) / "state"
         proc = medfed(
             "node", "budget", "set", DATA, "--epsilon", str(epsilon), "--state", str(state)

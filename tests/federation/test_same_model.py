@@ -3,7 +3,8 @@
 One run (breast-cancer in 2 hospitals, 2 rounds, seed 0, the default task, FedAvg, no DP, no
 secure aggregation) is simulated in this process (``medfed.orchestration.simulation.simulate``)
 and trained by a real federation: a coordinator and two nodes, each a process, over TLS, the
-job submitted with ``medfed job submit``. Every tensor of the two final models is equal.
+job submitted with ``medfed job submit --config`` and the simulation's own run file. Every
+tensor of the two final models is equal.
 
 What has to agree for that (and does): each node loads its site's share with ``--sites`` the
 run's site count (the split of breast-cancer depends on it) and ``--data-seed`` its seed, its
@@ -26,7 +27,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medfed.config import DataConfig, RunConfig, TrainSettings, UpdateBounds
+from medfed.config import (
+    DataConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainSettings,
+    UpdateBounds,
+    check_run,
+    save_config,
+)
 from medfed.records import Params
 from medfed.serde import load_params
 from tests.federation.conftest import Federation, medfed
@@ -42,60 +51,23 @@ from medfed.site.task import Task
 task = Task(model=default_model, name="default-mlp")
 '''
 
-RUN = RunConfig(rounds=2, seed=0, data=DataConfig(name="breast-cancer", sites=2))
+# min_sites = both sites: a job's round starts once that many stewards approved
+RUN = RunConfig(
+    rounds=2,
+    seed=0,
+    data=DataConfig(name="breast-cancer", sites=2),
+    strategy=StrategyConfig(min_sites=2),
+)
 
 
 def submit_as_job(fed: Federation, config: RunConfig, task_file: Path) -> str:
-    """Submit ``config`` as a job (``medfed job submit``); returns the job's id.
-
-    The one place that turns a simulation's settings into a job's: every setting that the job
-    cannot express must be at its default here.
-    """
-    train = config.train
-    assert (train.momentum, train.weight_decay) == (0.0, 0.0), "not a job submit flag"
-    assert config.evaluation.every == 1 and not config.strategy.options, "not a job submit flag"
-    assert not config.privacy.enabled and not config.privacy.secure_aggregation
-    assert config.data.sites is not None, "the nodes need the run's site count (--sites)"
-    # a simulation without a [bounds] table bounds nothing
-    bounds = config.bounds if config.bounds is not None else UpdateBounds.none()
+    """Submit ``config`` as a job: the run file the simulation ran, given to ``medfed job
+    submit --config`` (with the task file named in it); returns the job's id."""
+    run_file = task_file.parent / "run.toml"
+    run = replace(check_run(config, "simulation"), task=str(task_file), round_timeout=120.0)
+    save_config(run, run_file)
     proc = medfed(
-        "job",
-        "submit",
-        str(task_file),
-        "--kit",
-        str(fed.kit("researchers", "bob")),
-        "--data",
-        config.data.name,
-        "--rounds",
-        str(config.rounds),
-        "--seed",
-        str(config.seed),
-        "--strategy",
-        config.strategy.name,
-        "--fraction",
-        repr(config.strategy.fraction),
-        # a round waits for every site: the simulation's rounds ask all of them
-        "--min-sites",
-        str(max(config.strategy.min_sites, config.data.sites)),
-        "--round-timeout",
-        "120",
-        "--local-epochs",
-        str(train.local_epochs),
-        "--batch-size",
-        str(train.batch_size),
-        "--lr",
-        repr(train.learning_rate),
-        "--optimizer",
-        train.optimizer,
-        "--dp",
-        "none",
-        "--no-secagg",
-        "--norm-factor",
-        repr(bounds.norm_factor),
-        "--examples-factor",
-        repr(bounds.examples_factor),
-        "--max-examples",
-        str(bounds.max_examples),
+        "job", "submit", "--config", str(run_file), "--kit", str(fed.kit("researchers", "bob"))
     )
     assert proc.returncode == 0, proc.stderr
     match = re.search(r"(job-[0-9a-f]+)", proc.stdout)

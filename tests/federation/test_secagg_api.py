@@ -41,12 +41,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCoordinator]:
 def submit_secure_job(live: LiveCoordinator) -> dict[str, Any]:
     model = breast_mlp()
     client = live.client("bob")
-    config = JobConfig(
-        rounds=1,
-        min_sites=2,
-        round_timeout=60,
-        data_spec=model.data_spec,
-        privacy={"secure_aggregation": True},
+    config = JobConfig.from_json(
+        {
+            "rounds": 1,
+            "strategy": {"min_sites": 2},
+            "round_timeout": 60,
+            "data_spec": model.data_spec,
+            "privacy": {"secure_aggregation": True},
+        }
     )
     job: dict[str, Any] = client.post_json(
         "/v1/jobs",
@@ -164,22 +166,30 @@ def test_secure_aggregation_replies_carry_one_masked_uint_vector_at_most(
 def test_a_job_s_privacy_is_validated_and_off_by_default() -> None:
     from medfed.errors import ConfigError
 
-    none = JobConfig().privacy_config()
+    def job(privacy: dict[str, Any] | None = None, min_sites: int = 1) -> JobConfig:
+        raw: dict[str, Any] = {"strategy": {"min_sites": min_sites}}
+        if privacy is not None:
+            raw["privacy"] = privacy
+        return JobConfig.from_json(raw)
+
+    none = job().privacy_config()
     assert none.dp == "none" and not none.secure_aggregation
-    dp = JobConfig(min_sites=2, privacy={"dp": "client", "target_epsilon": 8.0}).privacy_config()
-    assert dp.target_epsilon == 8.0 and dp.noise_multiplier is None
-    assert JobConfig.from_json(JobConfig(min_sites=2, privacy={"dp": "client"}).to_json())
+    # a [privacy] table turns secure aggregation on, as in a simulation's run file
+    dp = job({"dp": "client", "target_epsilon": 8.0}, min_sites=2).privacy_config()
+    assert dp.target_epsilon == 8.0 and dp.noise_multiplier is None and dp.secure_aggregation
+    assert JobConfig.from_json(job({"dp": "client"}, min_sites=2).to_json())
     # sample-level DP (DP-SGD at each site, each node's budget pays) is a federation job too
-    sample = JobConfig(
-        min_sites=2, privacy={"dp": "sample", "secure_aggregation": True, "target_epsilon": 4.0}
+    sample = job(
+        {"dp": "sample", "secure_aggregation": True, "target_epsilon": 4.0}, min_sites=2
     ).privacy_config()
     assert sample.dp == "sample" and sample.secure_aggregation
-    assert JobConfig.from_json(JobConfig(privacy={"dp": "sample"}).to_json())
+    plain = job({"dp": "sample", "secure_aggregation": False})
+    assert JobConfig.from_json(plain.to_json()) == plain
     for privacy, words in [
         ({"dp": "sample", "adaptive_clip": True}, "adaptive"),
         ({"dp": "client", "clip": 1.0}, "unknown setting"),
         ({"secure_aggregation": True}, "min_sites"),
-        ({"dp": "client", "adaptive_clip": True}, "clip_count_stddev"),
+        ({"dp": "client", "adaptive_clip": True, "secure_aggregation": False}, "clip_count_stddev"),
     ]:
         with pytest.raises(ConfigError, match=words):
-            JobConfig(privacy=privacy)
+            job(privacy)

@@ -532,9 +532,11 @@ def test_a_job_needs_a_finite_valid_model(live: LiveCoordinator) -> None:
     body["initial_sha256"] = bob.upload_blob(model.initial_bytes)
     for config, reason in [
         ({"rounds": 0}, "rounds"),
-        ({"surprise": 1}, "unknown job setting"),
-        ({"train": "fast"}, "train must be an object"),
-        ({"round_timeout": "soon"}, "job configuration"),
+        ({"surprise": 1}, "unknown setting surprise"),
+        ({"train": "fast"}, "[train] must be a table"),
+        ({"round_timeout": "soon"}, "job configuration is refused: round_timeout must be"),
+        ({"strategy": "fedavg", "min_sites": True}, "strategy.min_sites must be int"),
+        ({"learning": {"rate": 1}}, "unknown setting learning"),
     ]:
         assert_refused(
             live,

@@ -41,13 +41,7 @@ CONFIG = RunConfig(
 
 
 def _driver(sim: Simulation) -> RoundDriver:
-    return RoundDriver(
-        strategy=sim.strategy,
-        backend=make_backend(CONFIG, sim.factory),
-        seed=CONFIG.seed,
-        privacy=sim.server_privacy,
-        secure=sim.secure,
-    )
+    return sim.driver(make_backend(CONFIG, sim.factory))
 
 
 def test_a_restored_driver_continues_with_the_clip_moments_and_epsilon_it_had() -> None:

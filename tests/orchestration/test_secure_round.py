@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import medfed
-from medfed.config import config_from_dict
+from medfed.config import RunConfig, config_from_dict
 from medfed.errors import RoundFailed
 from medfed.orchestration.backends.inprocess import InProcessBackend
 from medfed.orchestration.driver import RoundDriver
@@ -58,13 +58,8 @@ class SecureShiftSites:
 
 
 def _secure(n: int, *, dies: dict[str, str] | None = None, bound: float = 4.0):
-    _, secure, site = protection_for(
-        PrivacyConfig(secagg_bound=bound),
-        sites=[f"site-{i}" for i in range(n)],
-        rounds=1,
-        fraction=1.0,
-        min_sites=1,
-    )
+    run = RunConfig(rounds=1, privacy=PrivacyConfig(secagg_bound=bound))
+    _, secure, site = protection_for(run, sites=[f"site-{i}" for i in range(n)])
     assert secure is not None and site is not None
     return secure, InProcessBackend(SecureShiftSites(n, site, dies))
 

@@ -124,7 +124,12 @@ def test_a_strategy_needing_each_update_is_refused_with_secure_aggregation_up_fr
     from medfed.federation.coordinator.job_config import JobConfig
 
     with pytest.raises(ConfigError, match=r"median-for-test.*secure_aggregation"):
-        JobConfig(strategy=_Median.name, min_sites=2, privacy={"secure_aggregation": True})
+        JobConfig.from_json(
+            {
+                "strategy": {"name": _Median.name, "min_sites": 2},
+                "privacy": {"secure_aggregation": True},
+            }
+        )
     assert make_strategy(_Median.name, fraction=1.0, min_sites=2).needs == "updates"
 
 
@@ -137,9 +142,7 @@ def test_a_run_resumed_from_its_checkpoint_ends_with_the_uninterrupted_model(nam
     def driver(sim: Simulation) -> RoundDriver:
         from medfed.orchestration.simulation import make_backend
 
-        return RoundDriver(
-            strategy=sim.strategy, backend=make_backend(config, sim.factory), seed=config.seed
-        )
+        return sim.driver(make_backend(config, sim.factory))
 
     whole = Simulation(config)
     final = driver(whole).run(whole.initial, rounds=4)

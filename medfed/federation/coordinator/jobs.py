@@ -10,29 +10,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medfed.errors import MedfedError
 from medfed.federation.coordinator.blobs import BlobStore
 from medfed.federation.coordinator.job_config import JobConfig
 from medfed.federation.coordinator.remote_backend import JobCancelled, RemoteBackend
 from medfed.federation.coordinator.store import Store
+from medfed.federation.identity.certificates import CertificateBook, identity_verifier
 from medfed.messages import report_to_json
+from medfed.orchestration.assembly import assemble_driver
 from medfed.orchestration.checkpoint import (
     RoundCheckpoint,
     checkpoint_from_bytes,
     checkpoint_to_bytes,
 )
-from medfed.orchestration.driver import RoundDriver, RoundResult
-from medfed.privacy.config import PrivacyConfig
-from medfed.strategies import expected_sites, make_strategy
+from medfed.orchestration.driver import RoundResult
+from medfed.orchestration.protection import coordinator_protection
 from medfed.tensor_file import open_params
 
-if TYPE_CHECKING:
-    from medfed.orchestration.secure_round import SecureAggregation
-    from medfed.privacy.server import ServerPrivacy
-
-__all__ = ["JobConfig", "JobRunner"]
+__all__ = ["JobConfig", "JobRounds", "JobRunner"]
 
 log = logging.getLogger("medfed.coordinator")
 
@@ -77,46 +74,32 @@ class JobRunner(threading.Thread):
         job = self.store.job(self.job_id)
         if job is None or job.status != "running":
             return
-        config = JobConfig.from_json(job.config)
+        run = JobConfig.from_json(job.config).run
         # memory-mapped (read-only): the model is not read until a round needs it
         params, _ = open_params(self.blobs.path(job.params_sha256))
-        strategy = make_strategy(
-            config.strategy,
-            fraction=config.fraction,
-            min_sites=config.min_sites,
-            options=config.strategy_options,
-        )
         backend = RemoteBackend(self.store, self.blobs, self.job_id, wakeup=self.wakeup)
-
-        store, blobs, job_id = self.store, self.blobs, self.job_id
-
-        class Checkpoint:
-            def on_round_end(self, result: RoundResult) -> None:
-                sha = blobs.put_params(result.params, {"round": str(result.round)})
-                state = blobs.put(checkpoint_to_bytes(result.checkpoint))
-                summary = {**_summary(result), "checkpoint_sha256": state}
-                store.record_round(job_id, result.round, sha, summary)
-
-        driver = RoundDriver(
-            strategy=strategy,
-            backend=backend,
-            seed=config.seed,
-            evaluate_every=config.evaluate_every,
-            timeout=config.round_timeout,
-            observers=[Checkpoint()],
-            bounds=config.update_bounds(),
+        # the first round starts once enough data stewards have approved the job's code; the
+        # protection is sized for the sites that have
+        sites = backend.wait_for_sites(run.strategy.min_sites)
+        privacy, secure = coordinator_protection(
+            run,
+            num_sites=len(sites),
+            verify_identity=identity_verifier(CertificateBook(self.store.engine)),
+            job=self.job_id,
         )
-        privacy = config.privacy_config()
-        checkpoint = self._checkpoint(job.rounds_done)
-        for r in range(job.rounds_done + 1, config.rounds + 1):
-            # a round starts once enough data stewards have approved the job's code
-            sites = backend.wait_for_sites(config.min_sites)
-            if r == job.rounds_done + 1:
-                if privacy.enabled or privacy.secure_aggregation:
-                    driver.privacy, driver.secure = self._protection(config, privacy, len(sites))
-                # a resumed job: the strategy's and the accountant's state as they were
-                driver.restore(checkpoint, rounds_done=job.rounds_done)
-            params = driver.run_round(r, params, last=r == config.rounds).params
+        driver = assemble_driver(
+            run,
+            backend,
+            privacy=privacy,
+            secure=secure,
+            observers=[JobRounds(self.store, self.blobs, self.job_id)],
+        )
+        # a resumed job: the strategy's and the accountant's state as they were
+        driver.restore(self._checkpoint(job.rounds_done), rounds_done=job.rounds_done)
+        for r in range(job.rounds_done + 1, run.rounds + 1):
+            if r > job.rounds_done + 1:
+                backend.wait_for_sites(run.strategy.min_sites)
+            params = driver.run_round(r, params, last=r == run.rounds).params
         if not self.store.set_job_status(self.job_id, "complete", if_status="running"):
             return  # cancelled as the last round ended: the researcher's decision stands
         self.store.audit(
@@ -133,41 +116,19 @@ class JobRunner(threading.Thread):
             return None  # a round recorded before checkpoints held state
         return checkpoint_from_bytes(self.blobs.path(sha).read_bytes(), expected_sha256=sha)
 
-    def _protection(
-        self, config: JobConfig, privacy: PrivacyConfig, num_sites: int
-    ) -> tuple[ServerPrivacy | None, SecureAggregation | None]:
-        """The coordinator's DP accountant and secure aggregation for this job.
 
-        Sites are drawn as a fixed number per round: the accountant gets a sample rate of 1
-        (no amplification by sampling claimed), as in a simulation. A sample-level job
-        (DP-SGD) has no accountant here: each site accounts for itself. Every SecAgg message
-        binds the job's id, and advertisements are checked with the sites' certificates.
-        """
-        from medfed.federation.identity.certificates import CertificateBook, identity_verifier
-        from medfed.orchestration.secure_round import SecureAggregation
-        from medfed.privacy.server import ServerPrivacy
+class JobRounds:
+    """Stores each finished round of a job (the federation's side of a run folder): the new
+    global model and the round's checkpoint as blobs, and the round's record naming them."""
 
-        expected = float(
-            expected_sites(num_sites, fraction=config.fraction, min_sites=config.min_sites)
-        )
-        server = None
-        if privacy.dp == "client":
-            server = ServerPrivacy(
-                privacy,
-                rounds=config.rounds,
-                sample_rate=1.0,
-                expected_sites=max(1.0, expected),
-                min_sites=config.min_sites,
-            )
-        secure = None
-        if privacy.secure_aggregation:
-            secure = SecureAggregation(
-                bound=privacy.secagg_bound,
-                threshold=privacy.secagg_threshold,
-                job=self.job_id,
-                verify_identity=identity_verifier(CertificateBook(self.store.engine)),
-            )
-        return server, secure
+    def __init__(self, store: Store, blobs: BlobStore, job_id: str) -> None:
+        self.store, self.blobs, self.job_id = store, blobs, job_id
+
+    def on_round_end(self, result: RoundResult) -> None:
+        sha = self.blobs.put_params(result.params, {"round": str(result.round)})
+        state = self.blobs.put(checkpoint_to_bytes(result.checkpoint))
+        summary = {**_summary(result), "checkpoint_sha256": state}
+        self.store.record_round(self.job_id, result.round, sha, summary)
 
 
 def _summary(result: RoundResult) -> dict[str, Any]:

@@ -26,10 +26,16 @@ def jobs_for_site(store: Store, site: str) -> list[dict[str, Any]]:
                 # what a node needs to protect its updates and to reserve its privacy budget
                 "privacy": job.config.get("privacy", {}),
                 "rounds": job.config.get("rounds"),
-                "min_sites": job.config.get("min_sites"),
+                "min_sites": _min_sites(job.config),
             }
         )
     return out
+
+
+def _min_sites(config: dict[str, Any]) -> Any:
+    """A stored job's min_sites (in the run's [strategy] table; flat in jobs of old)."""
+    strategy = config.get("strategy")
+    return strategy.get("min_sites") if isinstance(strategy, dict) else config.get("min_sites")
 
 
 def job_brief(job: Any) -> dict[str, Any]:
