@@ -147,3 +147,25 @@ def test_a_site_that_requires_dp_refuses_a_job_without_it_and_the_others_finish(
     assert not ledger.exists() or all(
         json.loads(line)["kind"] != "update" for line in ledger.read_text().splitlines()
     )
+
+
+def test_a_node_reserves_a_dp_job_s_budget_when_it_approves_and_releases_it_if_never_run(
+    fed: InMemoryFederation,
+) -> None:
+    """A DP job is paid for when the site approves it (a node that cannot pay declines at
+    once, so no round asks it); a job cancelled before its first round gives the budget back."""
+    from tests.federation.server import cancel
+
+    start_nodes_with_budgets(fed, (BUDGET,), sites=SITES[:1])
+    privacy = {"dp": "client", "secure_aggregation": True, "target_epsilon": 8}
+    # two sites needed, one there: the job is approved and waits, no task is ever sent
+    job_id = fed.submit(rounds=2, min_sites=2, round_timeout=60, privacy=privacy)["id"]
+    fed.nodes[SITES[0]].wait_for("approved")
+    state = fed.live.kits / "sites" / SITES[0] / "state"
+    assert SiteBudget.in_state(state).status(DATA).committed == pytest.approx(8.0, rel=0.02)
+    cancel(fed.live, job_id)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and SiteBudget.in_state(state).status(DATA).committed > 0:
+        time.sleep(0.1)
+    status = SiteBudget.in_state(state).status(DATA)
+    assert status.committed == 0 and status.spent == 0, fed.logs()

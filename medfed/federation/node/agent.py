@@ -106,6 +106,9 @@ class NodeAgent:
     dataset: str = ""  # the data set's name: its privacy budget is kept under it
     kit: Kit | None = None  # the site's kit: its identity key signs secure aggregation
     _jobs: dict[str, _JobContext] = field(default_factory=dict)
+    # DP jobs approved here: their budget reserved before any task (see _afford), or declined
+    _reserved: dict[str, JobProtection] = field(default_factory=dict)
+    _declined: dict[str, str] = field(default_factory=dict)
     _costs: dict[int, RoundCost] = field(default_factory=dict)
     _announced: dict[str, dict[str, Any]] = field(default_factory=dict)
     _reported: dict[str, str] = field(default_factory=dict)
@@ -254,6 +257,8 @@ class NodeAgent:
         if self.settings.auto_approve and decision == "pending":
             self.approvals.approve(request_id, by="auto-approve (development mode)")
             decision = "approved"
+        if decision == "approved":
+            decision = self._afford(job_id, job)
         if decision == "pending" and self._reported.get(job_id) != "pending":
             self._say(
                 f"job {job_id} ({job['task_name']}) waits for your approval: "
@@ -275,8 +280,39 @@ class NodeAgent:
             **{key: job.get(key) for key in _TERMS},
         }
 
+    def _afford(self, job_id: str, job: dict[str, Any]) -> str:
+        """An approved DP job reserves its rounds on this data set's budget at once: a node
+        whose budget cannot pay for it declines it now ("rejected", with the reason), so the
+        coordinator never asks this site, and no round waits for a site that would refuse."""
+        if job_id in self._jobs or job_id in self._reserved:
+            return "approved"
+        if job_id in self._declined:
+            return "rejected"
+        try:
+            if not job_privacy(job.get("privacy")).enabled:
+                return "approved"
+            self._reserved[job_id] = protect_job(
+                job_id,
+                job,
+                site=self.site,
+                dataset=self.dataset,
+                state_dir=self.settings.state_dir,
+                identity_key=None if self.kit is None else self.kit.identity_key,
+                num_train=self.data.num_train,
+            )
+        except MedfedError as exc:
+            self._declined[job_id] = str(exc)
+            self._say(f"job {job_id} declined: {exc}")
+            return "rejected"
+        return "approved"
+
     def _finish_ended(self, running: set[str]) -> None:
         """Jobs no longer running: release the privacy budget they reserved but did not use."""
+        for job_id in [j for j in self._reserved if j not in running]:
+            try:
+                self._reserved.pop(job_id).finish()
+            except MedfedError as exc:
+                self._say(f"{job_id}: {exc}")
         for job_id in [j for j in self._jobs if j not in running]:
             ctx = self._jobs.pop(job_id)
             try:
@@ -329,6 +365,7 @@ class NodeAgent:
                 "and sampling from OS-seeded generators; Opacus's secure_mode is not used)"
             )
         runtime = SiteRuntime(self.site, app, dp=protection.dp, secure=protection.secure)
+        self._reserved.pop(job_id, None)  # reserved at approval: this context now holds it
         ctx = self._jobs[job_id] = _JobContext(sha, runtime, protection)
         return ctx
 
