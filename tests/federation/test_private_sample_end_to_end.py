@@ -81,7 +81,6 @@ def test_sample_level_dp_job_trains_with_dp_sgd_and_spends_each_sites_budget(
     # announced (it reserves a DP job's budget as it approves it), so no round asks it
     bob = start_with_budgets(fed, (BUDGET, BUDGET, SMALL))
 
-    started = time.monotonic()
     proc = medfed(
         "job", "submit", "examples/breast_mlp.py", "--kit", bob, "--data", DATA,
         "--rounds", "2", "--min-sites", "2", "--round-timeout", "60",
@@ -96,7 +95,6 @@ def test_sample_level_dp_job_trains_with_dp_sgd_and_spends_each_sites_budget(
     assert "complete" in proc.stdout, proc.stdout + logs
     assert re.search(rf"{SITES[2]}\s+\(rejected\)", proc.stdout), proc.stdout  # declined at once
     assert "ε per site after round 2 (sample level, DP-SGD)" in proc.stdout, proc.stdout
-    assert time.monotonic() - started < 90  # no round waited out its 60-s timeout
     # Opacus's secure_mode warning is not printed by the nodes (they say it as an event)
     assert "Warning" not in logs and "Secure RNG" not in logs, logs
     assert "DP-SGD with noise multiplier" in fed.log(SITES[0])
