@@ -246,10 +246,10 @@ def _print_status(view: dict[str, Any]) -> None:
     sites = view.get("sites", {})
     if sites:
         out.print("sites: " + ", ".join(text(f"{s} ({a})") for s, a in sorted(sites.items())))
-    if view.get("pending_sites"):
-        out.print(
-            "[yellow]waiting for approval at:[/] " + ", ".join(map(text, view["pending_sites"]))
-        )
+    # a site that declined is not waiting: it is listed above with its decision
+    waiting = [s for s in view.get("pending_sites", []) if sites.get(s) != "rejected"]
+    if waiting:
+        out.print("[yellow]waiting for approval at:[/] " + ", ".join(map(text, waiting)))
     rounds = view.get("rounds_detail", [])
     if rounds:
         table = Table(box=box.SIMPLE_HEAD, title="federated evaluation per round")

@@ -93,6 +93,7 @@ def test_sample_level_dp_job_trains_with_dp_sgd_and_spends_each_sites_budget(
     logs = "\n".join(fed.log(k) for k in ("coordinator", *SITES))
     assert "complete" in proc.stdout, proc.stdout + logs
     assert re.search(rf"{SITES[2]}\s+\(rejected\)", proc.stdout), proc.stdout  # declined at once
+    assert "waiting for approval" not in proc.stdout, proc.stdout  # it declined: not waited for
     assert "ε per site after round 2 (sample level, DP-SGD)" in proc.stdout, proc.stdout
     # Opacus's secure_mode warning is not printed by the nodes (they say it as an event)
     assert "Warning" not in logs and "Secure RNG" not in logs, logs
