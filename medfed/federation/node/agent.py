@@ -23,7 +23,6 @@ import json
 import logging
 import random
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +52,16 @@ from medfed.federation.node.checks import (
     permanent as _permanent,
 )
 from medfed.federation.node.outbox import Outbox, Waiting
-from medfed.federation.node.privacy import JobProtection, RoundCost, job_privacy, protect_job
+from medfed.federation.node.privacy import (
+    JobProtection,
+    RoundCost,
+    check_required,
+    job_privacy,
+    protect_job,
+)
+from medfed.federation.node.site_app import job_site_app
 from medfed.federation.node.state_lock import release_state_lock, take_state_lock
 from medfed.federation.transfer.client import ApiError, FederationClient, TransportError
-from medfed.privacy.config import PrivacyConfig
 from medfed.records import Operation, Params, Reply, SiteFailure
 from medfed.serde import instruction_from_wire, reply_to_header
 from medfed.site.approval import ApprovalStore, approval_id
@@ -249,7 +254,7 @@ class NodeAgent:
         decision = _value(status)
         if self.settings.require:
             try:  # the steward's minimum protection: a job without it is declined at once
-                _check_required(self.settings.require, job_privacy(job.get("privacy")))
+                check_required(self.settings.require, job_privacy(job.get("privacy")))
             except MedfedError as exc:
                 if self._reported.get(job_id) != "rejected":
                     self._say(f"job {job_id} declined: {exc}")
@@ -339,8 +344,15 @@ class NodeAgent:
         # the site app first (a task DP-SGD cannot train is refused before any reservation);
         # then a DP job reserves its rounds on this data set's budget, or is refused
         privacy = job_privacy(announced.get("privacy"))
-        _check_required(self.settings.require, privacy)
-        app = self._site_app(task, TrainSettings(**train), privacy, announced)
+        check_required(self.settings.require, privacy)
+        app = job_site_app(
+            task,
+            self.data,
+            self.spec,
+            TrainSettings(**train),
+            privacy,
+            rounds=int(announced.get("rounds") or 1),
+        )
         protection = protect_job(
             job_id,
             announced,
@@ -368,26 +380,6 @@ class NodeAgent:
         self._reserved.pop(job_id, None)  # reserved at approval: this context now holds it
         ctx = self._jobs[job_id] = _JobContext(sha, runtime, protection)
         return ctx
-
-    def _site_app(
-        self, task: Any, settings: TrainSettings, privacy: PrivacyConfig, announced: dict[str, Any]
-    ) -> Any:
-        """The job's site app; for a sample-level DP job it trains with DP-SGD."""
-        if privacy.dp != "sample":
-            return task.site_app(self.data, self.spec, settings)
-        with warnings.catch_warnings():
-            # Opacus asks for its secure_mode (torchcsprng); medfed.site.dp_sgd draws the
-            # sampling and the noise from OS-seeded generators and documents why it does not
-            # use secure_mode, so the node says it once, as an event, not as a warning
-            warnings.filterwarnings("ignore", "Secure RNG turned off", UserWarning)
-            app = task.site_app(
-                self.data,
-                self.spec,
-                settings,
-                privacy=privacy,
-                rounds=int(announced.get("rounds") or 1),
-            )
-        return app
 
     # -- one task -------------------------------------------------------------------------
 
@@ -587,17 +579,3 @@ def spec_from_json(raw: dict[str, Any]) -> DataSpec:
 
 def _value(status: Any) -> str:
     return str(getattr(status, "value", status))
-
-
-def _check_required(require: frozenset[str], privacy: PrivacyConfig) -> None:
-    """Refuse a job that lacks a protection this site's steward requires."""
-    missing = []
-    if "dp" in require and not privacy.enabled:
-        missing.append("differential privacy (--dp client or --dp sample)")
-    if "secagg" in require and not privacy.secure_aggregation:
-        missing.append("secure aggregation (--secagg)")
-    if missing:
-        raise UsageError(
-            f"this site requires {' and '.join(missing)} of every job, and this job has none; "
-            "the node refuses it (resubmit the job with that protection)"
-        )

@@ -35,7 +35,7 @@ from medfed.secagg import AdvertiseRequest, ProtocolViolation, message_from_json
 from medfed.site.budget import SiteBudget
 from medfed.site.secure_aggregation import SecAggIdentity, SecureAggregationSite
 
-__all__ = ["JobProtection", "RoundCost", "job_privacy", "protect_job"]
+__all__ = ["JobProtection", "RoundCost", "check_required", "job_privacy", "protect_job"]
 
 
 def job_privacy(table: Mapping[str, Any] | None) -> PrivacyConfig:
@@ -171,3 +171,17 @@ def protect_job(
         identity = SecAggIdentity(site, identity_key, protection.peers)
         protection.secure = SecureAggregationSite(identity)
     return protection
+
+
+def check_required(require: frozenset[str], privacy: PrivacyConfig) -> None:
+    """Refuse a job that lacks a protection this site's steward requires."""
+    missing = []
+    if "dp" in require and not privacy.enabled:
+        missing.append("differential privacy (--dp client or --dp sample)")
+    if "secagg" in require and not privacy.secure_aggregation:
+        missing.append("secure aggregation (--secagg)")
+    if missing:
+        raise UsageError(
+            f"this site requires {' and '.join(missing)} of every job, and this job has none; "
+            "the node refuses it (resubmit the job with that protection)"
+        )
