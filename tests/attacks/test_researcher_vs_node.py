@@ -24,7 +24,14 @@ from medfed.data import load_dataset
 from medfed.federation.coordinator.jobs import JobConfig
 from medfed.federation.node.agent import NodeAgent, NodeSettings
 from medfed.federation.transfer.client import client_for_kit
-from tests.federation.server import SITES, LiveCoordinator, breast_mlp, cancel, live_coordinator
+from tests.federation.server import (
+    SITES,
+    LiveCoordinator,
+    breast_mlp,
+    cancel,
+    live_coordinator,
+    submit_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -173,19 +180,7 @@ def test_a_printer_that_raises_does_not_stop_the_node(
 
 
 def _submit_config(live: LiveCoordinator, config: JobConfig, name: str) -> dict[str, Any]:
-    model = breast_mlp()
-    client = live.client("bob")
-    job: dict[str, Any] = client.post_json(
-        "/v1/jobs",
-        {
-            "name": name,
-            "task_name": "breast_mlp",
-            "bundle_sha256": client.upload_blob(model.task_bytes),
-            "initial_sha256": client.upload_blob(model.initial_bytes),
-            "config": config.to_json(),
-        },
-    )
-    return job
+    return submit_config(live, config, name=name)
 
 
 def test_an_approved_code_hash_does_not_cover_other_settings_or_another_data_set(

@@ -27,7 +27,7 @@ from medfed.data import load_dataset
 from medfed.federation.coordinator.jobs import JobConfig
 from medfed.federation.node.agent import NodeAgent, NodeSettings
 from medfed.federation.transfer.client import FederationClient
-from tests.federation.server import LiveCoordinator, breast_mlp, live_coordinator
+from tests.federation.server import LiveCoordinator, breast_mlp, live_coordinator, submit_config
 
 DATA = "breast-cancer"
 
@@ -156,7 +156,6 @@ class InMemoryFederation:
         """Submit the example task as ``medfed job submit examples/breast_mlp.py --data
         breast-cancer`` does (the data set named in the data spec)."""
         model = breast_mlp()
-        client = self.live.client(researcher)
         run: dict[str, Any] = {
             "rounds": rounds,
             "strategy": {"min_sites": min_sites},
@@ -165,17 +164,7 @@ class InMemoryFederation:
         if privacy:  # secure aggregation only when the test asks for it
             run["privacy"] = {"secure_aggregation": False, **privacy}
         config = JobConfig.from_json({**run, "data_spec": {**model.data_spec, "data": DATA}})
-        job: dict[str, Any] = client.post_json(
-            "/v1/jobs",
-            {
-                "name": name,
-                "task_name": "breast_mlp",
-                "bundle_sha256": client.upload_blob(model.task_bytes),
-                "initial_sha256": client.upload_blob(model.initial_bytes),
-                "config": config.to_json(),
-            },
-        )
-        return job
+        return submit_config(self.live, config, researcher=researcher, name=name)
 
     def wait_for_job(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
         """Until the job's runner has ended (or the job ended without one); its view."""

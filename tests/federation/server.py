@@ -350,16 +350,23 @@ def submit_job(
     name: str = "api-test",
 ) -> dict[str, Any]:
     """Upload the example task and its initial model, submit a job; returns the job's view."""
-    model = breast_mlp()
-    client = live.client(researcher)
     config = JobConfig.from_json(
         {
             "rounds": rounds,
             "strategy": {"min_sites": min_sites},
             "round_timeout": round_timeout,
-            "data_spec": model.data_spec,
+            "data_spec": breast_mlp().data_spec,
         }
     )
+    return submit_config(live, config, researcher=researcher, name=name)
+
+
+def submit_config(
+    live: LiveCoordinator, config: JobConfig, *, researcher: str = "bob", name: str = "api-test"
+) -> dict[str, Any]:
+    """Submit the example task and its initial model as a job of ``config``; the job's view."""
+    model = breast_mlp()
+    client = live.client(researcher)
     job: dict[str, Any] = client.post_json(
         "/v1/jobs",
         {
