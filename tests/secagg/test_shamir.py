@@ -9,7 +9,9 @@ from medfed.secagg.shamir import PRIME, Share, combine, share_size, split
 
 @st.composite
 def sharings(draw):
-    secret = draw(st.binary(min_size=1, max_size=140))
+    secret = draw(
+        st.one_of(st.binary(min_size=1, max_size=15), st.binary(min_size=16, max_size=140))
+    )
     n = draw(st.integers(2, 9))
     t = draw(st.integers(2, n))
     xs = draw(st.lists(st.integers(1, 2**16 - 1), min_size=n, max_size=n, unique=True))
@@ -25,8 +27,10 @@ def test_any_t_shares_rebuild_and_t_minus_one_do_not(case) -> None:
     chosen = [shares[i] for i in order]
     assert combine(chosen[:t]) == secret
     assert combine(chosen) == secret  # more than t also works
-    # t − 1 shares: the polynomial through them is another one; the result is unrelated
-    assert combine(chosen[: t - 1]) != secret
+    # t − 1 shares: the polynomial through them is another one; the result is unrelated. A short
+    # secret is matched by chance (1 in 256 for one byte), so the check needs 16 bytes (2^-128)
+    if len(secret) >= 16:
+        assert combine(chosen[: t - 1]) != secret
 
 
 @settings(max_examples=30, deadline=None)
