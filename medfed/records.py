@@ -208,6 +208,8 @@ class Instruction:
     settings: RoundSettings = field(default_factory=RoundSettings)
     # a protocol message of a multi-stage round (JSON-safe values only), e.g. secure aggregation
     message: Mapping[str, Any] | None = None
+    # the run the round belongs to: a site keeps its state per run (medfed.site.state)
+    run: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -244,6 +244,7 @@ def instruction_to_wire(instruction: Instruction) -> dict[str, Any]:
         "seed": instruction.seed,
         "settings": settings_to_json(instruction.settings),
         "message": None if instruction.message is None else dict(instruction.message),
+        "run": instruction.run,
     }
 
 
@@ -257,9 +258,17 @@ def instruction_from_wire(header: Mapping[str, Any], params: Params) -> Instruct
             params=params,
             settings=settings,
             message=_message(header),
+            run=_run_name(header),
         )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise SerializationError(f"malformed instruction header ({exc})") from None
+
+
+def _run_name(header: Mapping[str, Any]) -> str:
+    run = header.get("run", "")
+    if not isinstance(run, str) or len(run) > 200 or "\x00" in run:
+        raise ValueError("run must be text of at most 200 characters")
+    return run
 
 
 def _message(header: Mapping[str, Any]) -> dict[str, Any] | None:

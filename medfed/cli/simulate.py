@@ -11,7 +11,9 @@ import click
 from medfed.config import RunConfig
 
 if TYPE_CHECKING:
-    from medfed.orchestration.simulation import SimulationResult
+    from medfed.orchestration.checkpoint import RoundCheckpoint
+    from medfed.orchestration.run_store import RunStore
+    from medfed.orchestration.simulation import Simulation, SimulationResult
 
 
 def _demo_config(out: str, rounds: int | None, backend: str | None) -> RunConfig:
@@ -118,8 +120,20 @@ def demo(out: str, rounds: int | None, backend: str | None) -> None:
 )
 @click.option("--out", default=None, help="Run folder [runs/DATA-TIMESTAMP].")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
+@click.option(
+    "--resume",
+    "resume",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="RUN",
+    help="Go on with an interrupted run from its last finished round (no other options).",
+)
 def simulate(
-    config_path: str | None, options: tuple[str, ...], overwrite: bool, **flags: Any
+    config_path: str | None,
+    options: tuple[str, ...],
+    overwrite: bool,
+    resume: str | None,
+    **flags: Any,
 ) -> None:
     """Simulate a federation on this machine and write a run folder.
 
@@ -129,7 +143,19 @@ def simulate(
       medfed simulate --task examples/breast_mlp.py:task --data breast-cancer --rounds 10
       medfed simulate --config runs/demo/config.toml --out runs/again
       medfed simulate --data breast-cancer --dp client --target-epsilon 8 --rounds 20
+      medfed simulate --resume runs/breast-cancer-20261207-101500
     """
+    if resume is not None:
+        given = [k for k, v in flags.items() if v is not None]
+        if config_path is not None or options or overwrite or given:
+            from medfed.errors import UsageError
+
+            raise UsageError(
+                "--resume goes on with the run's own config.toml; drop the other options "
+                "(to change settings, start a new run with --config RUN/config.toml)"
+            )
+        _run(None, overwrite=False, title=f"medfed simulate --resume {resume}", resume=resume)
+        return
     config = run_config_from_flags(config_path, flags, options)
     _refuse_unused_data_dir(config.data.name, config.data.dir)
     if config.out is None:
@@ -297,28 +323,59 @@ def _privacy_lines(result: SimulationResult, *, delta: float) -> list[str]:
     return lines
 
 
-def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
+def _run(
+    config: RunConfig | None, *, overwrite: bool, title: str, resume: str | None = None
+) -> None:
+    from medfed.cli.console import err
+    from medfed.errors import UsageError
+    from medfed.orchestration.run_store import RunStore
+    from medfed.orchestration.simulation import Simulation
+
+    checkpoint = None
+    if resume is not None:
+        store, config, checkpoint = RunStore.resume(resume)
+        with err.status("preparing data and model…"):
+            simulation = Simulation(config, state_dir=store.path / "site-state")
+        store.mark("running", f"resumed after round {checkpoint.round}")
+    else:
+        assert config is not None and config.out is not None
+        RunStore.check_free(config.out, overwrite=overwrite)
+        _check_writable(Path(config.out))
+        with err.status("preparing data and model…"):
+            simulation = Simulation(config, state_dir=Path(config.out) / "site-state")
+        try:
+            store = RunStore(config.out, overwrite=overwrite)
+            store.start(simulation.config)  # resolved: repeats this run exactly
+        except OSError as exc:  # what _check_writable cannot foresee (a full disk, a race)
+            raise UsageError(
+                f"cannot write the run folder {config.out}: {exc.strerror or exc}; "
+                "choose another --out"
+            ) from None
+    assert config is not None and config.out is not None
+    try:
+        _train_into(store, simulation, config, checkpoint, title)
+    finally:
+        store.close()
+
+
+def _train_into(
+    store: RunStore,
+    simulation: Simulation,
+    config: RunConfig,
+    checkpoint: RoundCheckpoint | None,
+    title: str,
+) -> None:
+    """Run ``simulation`` into the run folder of ``store``, with a live progress display."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from medfed.cli.console import err, out, text
-    from medfed.errors import MedfedError, RunInterrupted, UsageError
+    from medfed.errors import MedfedError, RunInterrupted
     from medfed.orchestration.driver import RoundResult
-    from medfed.orchestration.run_store import RunStore
-    from medfed.orchestration.simulation import Simulation, SimulationResult
+    from medfed.orchestration.simulation import SimulationResult
     from medfed.reporting.summary import comparison_table, summary_dict, summary_markdown
 
     assert config.out is not None
-    RunStore.check_free(config.out, overwrite=overwrite)
-    _check_writable(Path(config.out))
-    with err.status("preparing data and model…"):
-        simulation = Simulation(config)
-    try:
-        store = RunStore(config.out, overwrite=overwrite)
-        store.start(simulation.config)  # resolved: repeats this run exactly
-    except OSError as exc:  # what _check_writable cannot foresee (a full disk, a race)
-        raise UsageError(
-            f"cannot write the run folder {config.out}: {exc.strerror or exc}; choose another --out"
-        ) from None
+    done = 0 if checkpoint is None else checkpoint.round
     out.print(f"[bold]{text(title)}[/]  →  run folder [cyan]{text(store.path)}[/]")
     history: list[RoundResult] = []
     started = time.perf_counter()
@@ -360,6 +417,7 @@ def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
             dataset=config.data.name,
             sites=sorted({s for r in history for s in r.eval_metrics}),
             seconds=time.perf_counter() - started,
+            resumed_after=done,
         )
 
     columns = (
@@ -371,19 +429,21 @@ def _run(config: RunConfig, *, overwrite: bool, title: str) -> None:
     try:
         with Progress(*columns, console=err, transient=False) as progress:
             live = _Live(progress)
-            live.tasks["federated"] = progress.add_task("federated", total=config.rounds)
-            result = simulation.run(observers=[store, live], progress=live.step)
+            live.tasks["federated"] = progress.add_task(
+                "federated", total=config.rounds, completed=done
+            )
+            result = simulation.run(observers=[store, live], progress=live.step, resume=checkpoint)
     except KeyboardInterrupt:
         res = partial("incomplete")
         store.mark(
             "incomplete",
-            f"interrupted after {len(history)} rounds",
+            f"interrupted after {done + len(history)} rounds",
             summary_dict(res, model_sha256=store.model_sha256),
             summary_markdown(res, status="incomplete", model_sha256=store.model_sha256),
         )
         raise RunInterrupted(
-            f"interrupted: {len(history)} of {config.rounds} rounds are saved in {store.path} "
-            "(marked incomplete)"
+            f"interrupted: {done + len(history)} of {config.rounds} rounds are saved in "
+            f"{store.path} (marked incomplete; go on with medfed simulate --resume {store.path})"
         ) from None
     except MedfedError as exc:
         res = partial("failed")

@@ -31,8 +31,12 @@ def assemble_driver(
     privacy: ServerPrivacy | None = None,
     secure: SecureAggregation | None = None,
     observers: Sequence[RoundObserver] = (),
+    run_name: str = "federated",
 ) -> RoundDriver:
-    """The round driver for ``config`` (resolved for its mode) over ``backend``."""
+    """The round driver for ``config`` (resolved for its mode) over ``backend``.
+
+    ``run_name`` names the run in every instruction: sites keep their state per run.
+    """
     return RoundDriver(
         strategy=config.make_strategy(),
         backend=backend,
@@ -43,4 +47,5 @@ def assemble_driver(
         secure=secure,
         privacy=privacy,
         bounds=config.update_bounds,
+        run_name=run_name,
     )

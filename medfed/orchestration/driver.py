@@ -120,7 +120,10 @@ class RoundDriver:
         secure: SecureAggregation | None = None,
         privacy: ServerPrivacy | None = None,
         bounds: UpdateBounds | None = None,
+        run_name: str = "federated",
     ) -> None:
+        # the run's name in every instruction: sites keep their state per run (site.state)
+        self.run_name = run_name
         # no bounds unless given: a simulation's sites are the user's own; a federation's job
         # passes its [bounds] (the defaults of UpdateBounds unless the researcher set them)
         self.bounds = UpdateBounds.none() if bounds is None else bounds
@@ -165,7 +168,12 @@ class RoundDriver:
             self._round_key = (key, derive_seed(self.seed, _SITE, *key))
         seed = site_seed(self._round_key[1], site)
         return Instruction(
-            operation=operation, round=round, params=params, seed=seed, settings=settings
+            operation=operation,
+            round=round,
+            params=params,
+            seed=seed,
+            settings=settings,
+            run=self.run_name,
         )
 
     def _secure_settings(self) -> SecureAggregation | None:

@@ -8,25 +8,39 @@
       model.safetensors    the latest global model (replaced atomically after every round)
       metrics.jsonl        one JSON object per site and phase per round, appended as they come
       metrics.csv          the same rows as a table
+      checkpoint.safetensors  the model and the strategy's and privacy state after the last
+                           round: what ``medfed simulate --resume RUN`` goes on from
+      site-state/          each site's state between rounds (medfed.site.state)
       summary.json / summary.md   written at the end (and on interruption, for what was done)
 
-Files are written so that a crash or Ctrl-C at any moment leaves each one whole.
+Files are written so that a crash or Ctrl-C at any moment leaves each one whole, and in an
+order that makes the checkpoint the commit point of a round: a round's metric rows are
+appended before it, so a resumed run drops the rows of a round its checkpoint does not hold.
+While a run writes its folder it holds a lock on ``RUN/.lock``: a second medfed cannot
+resume (or overwrite) a run that is still going.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medfed.config import RunConfig, save_config
-from medfed.errors import UsageError
+from medfed.config import RunConfig, load_config, save_config
+from medfed.errors import SerializationError, UsageError
 from medfed.messages import SiteReport
-from medfed.orchestration.checkpoint import checkpoint_to_bytes
+from medfed.orchestration.checkpoint import (
+    RoundCheckpoint,
+    checkpoint_from_bytes,
+    checkpoint_to_bytes,
+)
 from medfed.orchestration.driver import RoundResult
 from medfed.records import Metrics, Params
 from medfed.serde import atomic_write, save_params
@@ -69,17 +83,105 @@ class RunStore:
         if (p / "status.json").exists() and not overwrite:
             raise UsageError(f"{p} already holds a run; choose another --out or pass --overwrite")
 
-    def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
+    def __init__(self, path: str | Path, *, overwrite: bool = False, _resume: bool = False) -> None:
         self.path = Path(path)
-        self.check_free(self.path, overwrite=overwrite)
+        if not _resume:
+            self.check_free(self.path, overwrite=overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "metrics.csv", "summary.json", "summary.md"):
-            (self.path / name).unlink(missing_ok=True)
+        self._lock: Any = _lock(self.path)
         self.rounds_done = 0
         self.model_sha256: str | None = None
         self._started = time.time()
+        if not _resume:
+            try:
+                self._clear()
+            except BaseException:
+                self.close()
+                raise
+
+    def _clear(self) -> None:
+        """Remove what another run left here (an ``--overwrite``)."""
+        for name in (
+            "metrics.jsonl",
+            "metrics.csv",
+            "summary.json",
+            "summary.md",
+            "checkpoint.safetensors",
+        ):
+            (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / "site-state", ignore_errors=True)  # another run's
         with open(self.path / "metrics.csv", "w", newline="") as fh:
             csv.writer(fh).writerow(METRIC_COLUMNS)
+
+    @classmethod
+    def resume(cls, path: str | Path) -> tuple[RunStore, RunConfig, RoundCheckpoint]:
+        """Take an interrupted run over: its store, its configuration and its last checkpoint.
+
+        The metric rows of rounds after the checkpoint (a round cut short) are dropped; what
+        is refused (a complete run, one still running, one without a finished round) is a
+        :class:`UsageError` that says what to do instead.
+        """
+        folder = Path(path)
+        if not (folder / "config.toml").is_file():
+            raise UsageError(f"{folder} holds no run (no config.toml); give a run folder")
+        status = read_status(folder)
+        if status.get("status") == "complete":
+            raise UsageError(f"the run in {folder} is complete: there is nothing to resume")
+        config = load_config(folder / "config.toml").with_overrides(out=str(folder))
+        store = cls(folder, _resume=True)
+        try:
+            raw = (folder / "checkpoint.safetensors").read_bytes()
+        except FileNotFoundError:
+            store.close()
+            raise UsageError(
+                f"the run in {folder} has not finished a round, so there is nothing to go on "
+                f"from; start it again: medfed simulate --config {folder}/config.toml "
+                f"--out {folder} --overwrite"
+            ) from None
+        try:
+            checkpoint = checkpoint_from_bytes(raw)
+        except SerializationError as exc:
+            store.close()
+            raise UsageError(
+                f"cannot resume {folder}: its checkpoint is unreadable ({exc})"
+            ) from None
+        if checkpoint.model is None:
+            store.close()
+            raise UsageError(f"cannot resume {folder}: its checkpoint holds no model")
+        store.rounds_done = checkpoint.round
+        store._started = float(status.get("started", store._started))
+        store._keep_rows(checkpoint.round)
+        store.save_model(checkpoint.model, round=checkpoint.round)
+        return store, config, checkpoint
+
+    def _keep_rows(self, last_round: int) -> None:
+        """Drop the metric rows of rounds after ``last_round``, in both metric files."""
+        rows = []
+        jsonl = self.path / "metrics.jsonl"
+        if jsonl.exists():
+            for line in jsonl.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by the crash
+                    continue
+                if isinstance(row, dict) and int(row.get("round", 0)) <= last_round:
+                    rows.append(row)
+        atomic_write(jsonl, "".join(json.dumps(row) + "\n" for row in rows))
+        with open(self.path / ".metrics.csv.new", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(METRIC_COLUMNS)
+            for row in rows:
+                writer.writerow(["" if row.get(c) is None else row.get(c) for c in METRIC_COLUMNS])
+        os.replace(self.path / ".metrics.csv.new", self.path / "metrics.csv")
+
+    def close(self) -> None:
+        """Let another medfed take the folder (it is also let go when this process ends)."""
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     def start(self, config: RunConfig, *, extra: Mapping[str, Any] | None = None) -> None:
         save_config(config, self.path / "config.toml")
@@ -114,10 +216,11 @@ class RunStore:
                 writer.writerow(["" if row.get(c) is None else row.get(c) for c in METRIC_COLUMNS])
 
     def on_round_end(self, result: RoundResult) -> None:
-        self.save_model(result.params, round=result.round)
-        # the strategy's and the privacy state after the round (orchestration.checkpoint)
-        atomic_write(self.path / "checkpoint.safetensors", checkpoint_to_bytes(result.checkpoint))
         self.append_rows(round_rows(result))
+        # the commit point: the model, the strategy's and the privacy state after the round
+        checkpoint = dataclasses.replace(result.checkpoint, model=result.params)
+        atomic_write(self.path / "checkpoint.safetensors", checkpoint_to_bytes(checkpoint))
+        self.save_model(result.params, round=result.round)
         self.rounds_done = result.round
         self._status("running")
 
@@ -139,6 +242,20 @@ class RunStore:
         if markdown is not None:
             atomic_write(self.path / "summary.md", markdown)
         self._status(status, reason=reason)
+
+
+def _lock(folder: Path) -> Any:
+    """An exclusive lock on ``folder/.lock`` for as long as the returned file stays open."""
+    fh = open(folder / ".lock", "a+")  # noqa: SIM115 - held for the store's lifetime
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise UsageError(
+            f"{folder} is being written by another medfed right now; wait for it to end "
+            "(or stop it) first"
+        ) from None
+    return fh
 
 
 def metric_row(

@@ -6,9 +6,11 @@ where they run (in this process or in a worker), each loading only its own share
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medfed.config import DataConfig, RunConfig, TrainSettings, check_run
@@ -16,10 +18,12 @@ from medfed.errors import ConfigError, RoundFailed
 from medfed.orchestration.assembly import assemble_driver
 from medfed.orchestration.backends.base import Backend, Request
 from medfed.orchestration.backends.inprocess import InProcessBackend
+from medfed.orchestration.checkpoint import RoundCheckpoint
 from medfed.orchestration.driver import RoundDriver, RoundObserver, RoundResult
 from medfed.orchestration.protection import SiteProtection, protection_for
 from medfed.records import Instruction, Metrics, Operation, Params, Reply, SiteFailure
 from medfed.site.runtime import SiteRuntime
+from medfed.site.state import DirectoryStateStore, MemoryStateStore, SiteStateStore
 from medfed.strategies import FedAvg
 
 if TYPE_CHECKING:
@@ -58,8 +62,12 @@ class SimulationSites:
     task_ref: str | None = None
     names: list[str] = field(default_factory=list)
     protection: SiteProtection | None = None
+    # where the sites keep their state between rounds (a run folder's site-state/); None:
+    # in this process's memory (a worker that restarts then starts its sites afresh)
+    state_dir: str | None = None
     _dataset: FederatedDataset | None = field(default=None, repr=False)
     _task: Task | None = field(default=None, repr=False)
+    _memory: SiteStateStore | None = field(default=None, repr=False)
 
     def require_task_ref(self) -> None:
         """Worker processes rebuild the task from a reference, not from an object."""
@@ -74,7 +82,17 @@ class SimulationSites:
         state = dict(self.__dict__)
         state["_dataset"] = None
         state["_task"] = None
+        state["_memory"] = None
         return state
+
+    @property
+    def states(self) -> SiteStateStore:
+        """The sites' state store: the state folder, or one in this process's memory."""
+        if self.state_dir is not None:
+            return DirectoryStateStore(self.state_dir)
+        if self._memory is None:
+            self._memory = MemoryStateStore()
+        return self._memory
 
     @property
     def dataset(self) -> FederatedDataset:
@@ -95,10 +113,11 @@ class SimulationSites:
     def make(self, name: str) -> SiteRuntime:
         data = self.dataset.site(name)
         p = self.protection
+        spec, states = self.dataset.spec, self.states
         if p is None:
-            return SiteRuntime(name, self.task.site_app(data, self.dataset.spec, self.settings))
+            return SiteRuntime(name, self.task.site_app(data, spec, self.settings, state=states))
         app = self.task.site_app(
-            data, self.dataset.spec, self.settings, privacy=p.config, rounds=p.rounds
+            data, spec, self.settings, privacy=p.config, rounds=p.rounds, state=states
         )
         return SiteRuntime(name, app, dp=p.dp_steps(), secure=p.secure_site(name))
 
@@ -163,6 +182,7 @@ class SimulationResult:
     dataset: str
     sites: list[str]
     seconds: float
+    resumed_after: int = 0  # rounds done before this process took the run over (--resume)
 
 
 def make_backend(config: RunConfig, factory: SimulationSites) -> Backend:
@@ -223,6 +243,7 @@ def run_baselines(
             backend=SubsetBackend(backend, [name]),
             seed=config.seed,
             evaluate_every=0,
+            run_name="local-only",  # the sites' state of the federated run stays out of it
         )
         try:
             params = _train(driver, initial, rounds, f"local-only {name}", progress)
@@ -235,7 +256,11 @@ def run_baselines(
     pooled_sites = LocalSites(factory.task, dataset.spec, config.train, [dataset.pooled()])
     pooled_backend = InProcessBackend(pooled_sites)
     driver = RoundDriver(
-        strategy=FedAvg(min_sites=1), backend=pooled_backend, seed=config.seed, evaluate_every=0
+        strategy=FedAvg(min_sites=1),
+        backend=pooled_backend,
+        seed=config.seed,
+        evaluate_every=0,
+        run_name="pooled",
     )
     pooled_params = _train(driver, initial, rounds, "pooled", progress)
     pooled = evaluate_everywhere(backend, pooled_params, seed=config.seed)
@@ -262,11 +287,17 @@ class Simulation:
     is reported before anything is written or trained.
     """
 
-    def __init__(self, config: RunConfig, *, task: Task | None = None) -> None:
+    def __init__(
+        self, config: RunConfig, *, task: Task | None = None, state_dir: str | Path | None = None
+    ) -> None:
         # every setting checked, the simulation's defaults filled in (what the run folder keeps)
         self.config = config = check_run(config, "simulation")
         self.factory = SimulationSites(
-            data=config.data, seed=config.seed, settings=config.train, task_ref=config.task
+            data=config.data,
+            seed=config.seed,
+            settings=config.train,
+            task_ref=config.task,
+            state_dir=None if state_dir is None else str(state_dir),
         )
         if task is not None:
             self.factory._task = task
@@ -299,11 +330,27 @@ class Simulation:
         )
 
     def run(
-        self, *, observers: Sequence[RoundObserver] = (), progress: Progress | None = None
+        self,
+        *,
+        observers: Sequence[RoundObserver] = (),
+        progress: Progress | None = None,
+        resume: RoundCheckpoint | None = None,
     ) -> SimulationResult:
-        """Train, evaluate every round, then the baselines if configured."""
+        """Train, evaluate every round, then the baselines if configured.
+
+        ``resume``: go on after the round of this checkpoint (a run folder's, with its model),
+        with the strategy's, the privacy and the sites' state as they were then.
+        """
         config = self.config
         start = time.perf_counter()
+        done = 0 if resume is None else resume.round
+        if resume is not None and resume.model is None:
+            raise ConfigError("this checkpoint holds no model; a run cannot resume from it")
+        temporary = None
+        if config.backend.kind == "process" and self.factory.state_dir is None:
+            # workers keep their sites' state on disk, so a restarted worker goes on with it
+            temporary = tempfile.TemporaryDirectory(prefix="medfed-site-state-")
+            self.factory.state_dir = temporary.name
         backend = make_backend(config, self.factory)
         history: list[RoundResult] = []
 
@@ -315,14 +362,23 @@ class Simulation:
 
         try:
             driver = self.driver(backend, observers=[*observers, _Keep()])
-            params = driver.run(self.initial, rounds=config.rounds)
+            params = self.initial
+            if resume is not None:
+                assert resume.model is not None
+                driver.restore(resume, rounds_done=done)
+                params = resume.model
+            params = driver.run(params, rounds=config.rounds, first_round=done + 1)
             comparison: list[Comparison] = []
             if config.evaluation.baselines:
+                final = history[-1].eval_metrics if history else self._evaluated(backend, params)
                 comparison = run_baselines(
-                    config, self.factory, backend, self.initial, history[-1].eval_metrics, progress
+                    config, self.factory, backend, self.initial, final, progress
                 )
         finally:
             backend.close()
+            if temporary is not None:
+                self.factory.state_dir = None
+                temporary.cleanup()
         return SimulationResult(
             params=params,
             history=history,
@@ -330,7 +386,14 @@ class Simulation:
             dataset=self.dataset.name,
             sites=self.dataset.site_names,
             seconds=time.perf_counter() - start,
+            resumed_after=done,
         )
+
+    def _evaluated(self, backend: Backend, params: Params) -> dict[str, Metrics]:
+        """The final model at every site (a run resumed after its last round, for the
+        baselines' comparison)."""
+        out = evaluate_everywhere(backend, params, seed=self.config.seed)
+        return {s: m for s, m in out.items() if isinstance(m, Metrics)}
 
 
 def simulate(

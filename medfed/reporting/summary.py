@@ -38,7 +38,7 @@ def summary_dict(result: SimulationResult, *, model_sha256: str | None = None) -
     out: dict[str, Any] = {
         "dataset": result.dataset,
         "sites": result.sites,
-        "rounds_done": len(result.history),
+        "rounds_done": result.resumed_after + len(result.history),
         "seconds": round(result.seconds, 3),
         "model_sha256": model_sha256,
         "final": None if last is None or last.eval_summary is None else last.eval_summary.as_dict(),
@@ -51,6 +51,8 @@ def summary_dict(result: SimulationResult, *, model_sha256: str | None = None) -
             if r.failures
         },
     }
+    if result.resumed_after:  # the rounds before are in metrics.jsonl
+        out["resumed_after"] = result.resumed_after
     privacy = privacy_summary(result)
     if privacy:
         out["privacy"] = privacy
@@ -151,7 +153,8 @@ def summary_markdown(
         "",
         f"- status: {status}",
         f"- sites: {', '.join(result.sites)}",
-        f"- rounds done: {len(result.history)}",
+        f"- rounds done: {result.resumed_after + len(result.history)}"
+        + (f" (resumed after round {result.resumed_after})" if result.resumed_after else ""),
         f"- wall time: {result.seconds:.1f} s",
     ]
     if model_sha256:
@@ -169,7 +172,8 @@ def summary_markdown(
         p = privacy["client_level"]
         lines.append(
             "- privacy (client-level DP, accounted with dp-accounting): "
-            f"ε = {p['epsilon']:.3g} at δ = {p['delta']:g} after {len(result.history)} rounds "
+            f"ε = {p['epsilon']:.3g} at δ = {p['delta']:g} after "
+            f"{result.resumed_after + len(result.history)} rounds "
             f"(noise multiplier {p['noise_multiplier']:.3g}, clip {p['clip_norm']:.3g})"
         )
     if "sample_level_epsilon" in privacy:

@@ -37,6 +37,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -177,6 +178,21 @@ class DPSGD:
     def steps(self) -> int:
         """Private optimizer steps taken so far (all rounds)."""
         return sum(int(h[2]) for h in self.engine.accountant.history)
+
+    def history(self) -> npt.NDArray[np.float64]:
+        """The accountant's history, one ``(noise multiplier, sample rate, steps)`` row per
+        stretch of identical steps: what a site keeps to go on accounting after a restart."""
+        rows = [[float(s), float(q), float(n)] for s, q, n in self.engine.accountant.history]
+        return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+    def restore(self, history: npt.NDArray[Any]) -> None:
+        """Go on from a :meth:`history` saved earlier (a restarted site spends on from there)."""
+        rows = np.asarray(history, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != 3 or not np.isfinite(rows).all():
+            raise ValueError("a DP-SGD history is a finite array of (sigma, rate, steps) rows")
+        if (rows[:, 2] < 0).any() or (rows[:, 2] != np.round(rows[:, 2])).any():
+            raise ValueError("a DP-SGD history counts whole, non-negative steps")
+        self.engine.accountant.history = [(float(s), float(q), int(n)) for s, q, n in rows]
 
     def epsilon(self) -> float:
         """The site's ε at :attr:`delta` after every step so far (0.0 before the first)."""

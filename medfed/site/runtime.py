@@ -27,8 +27,9 @@ __all__ = ["SiteRuntime"]
 class SiteRuntime:
     """One site: its name, its app (model + data) and its update pipeline.
 
-    The runtime lives as long as the run, so an app may keep per-site state across rounds
-    (control variates, personalised layers).
+    The runtime lives as long as the run; what a site must remember across rounds (control
+    variates, personalised layers) belongs in its state store (:mod:`medfed.site.state`),
+    which also survives a restart of the process the site runs in.
     """
 
     def __init__(

@@ -36,12 +36,14 @@ from medfed.data.base import DataSpec, SiteData
 from medfed.errors import TaskLoadError
 from medfed.messages import RoundSettings
 from medfed.records import ConfigValue, Metrics, Params
+from medfed.site.state import SiteState
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from medfed.privacy.config import PrivacyConfig
+    from medfed.site.state import SiteStateStore
     from medfed.site.torch_app import TorchSiteApp
 
 __all__ = ["EvalFn", "ModelFn", "Task", "TrainContext", "TrainFn", "default_task"]
@@ -56,7 +58,9 @@ class TrainContext:
     reproducible. The global torch RNG (dropout, augmentation) is seeded too, for the call.
     ``round_settings`` is what the strategy sent for this round (for example
     ``round_settings.proximal_mu``, FedProx's μ); ``config`` is its ``task`` part, a task's own
-    options.
+    options. ``state`` is the site's memory across rounds (:mod:`medfed.site.state`): what the
+    train function leaves in it is saved after the round, where the site is, and handed back
+    in the site's next round, also after a restart.
     """
 
     settings: TrainSettings
@@ -67,6 +71,7 @@ class TrainContext:
     device: torch.device
     generator: torch.Generator
     round_settings: RoundSettings = field(default_factory=RoundSettings)
+    state: SiteState = field(default_factory=SiteState)
 
 
 ModelFn = Callable[[DataSpec], "nn.Module"]
@@ -233,16 +238,25 @@ class Task:
         device: str | torch.device | None = None,
         privacy: PrivacyConfig | None = None,
         rounds: int | None = None,
+        state: SiteStateStore | None = None,
     ) -> TorchSiteApp:
         """A :class:`~medfed.site.app.SiteApp` that trains this task on one site's data.
 
         ``device`` defaults to CUDA when available, else the CPU. ``privacy`` with
         ``dp = "sample"`` trains with DP-SGD (see :class:`~medfed.site.torch_app.TorchSiteApp`).
+        ``state`` keeps the site's state between rounds (in memory when not given).
         """
         from medfed.site.torch_app import TorchSiteApp
 
         return TorchSiteApp(
-            self, data, spec, settings, device=device, privacy=privacy, rounds=rounds
+            self,
+            data,
+            spec,
+            settings,
+            device=device,
+            privacy=privacy,
+            rounds=rounds,
+            state=state,
         )
 
 

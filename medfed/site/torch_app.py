@@ -33,11 +33,13 @@ from medfed.messages import SiteReport
 from medfed.records import Instruction, Metrics, Params
 from medfed.site.app import FitResult
 from medfed.site.losses import cox_ph_loss, loss_for
+from medfed.site.state import MemoryStateStore
 from medfed.site.task import EvalFn, Task, TrainContext, TrainFn
 
 if TYPE_CHECKING:
     from medfed.privacy.config import PrivacyConfig
     from medfed.site.dp_sgd import DPSGD
+    from medfed.site.state import SiteStateStore
 
 __all__ = [
     "TorchSiteApp",
@@ -51,9 +53,9 @@ __all__ = [
     "resolve_device",
 ]
 
-"""Config key of FedProx's proximal weight μ; the default loop adds (μ/2)·‖w − w_global‖²."""
-
 _EVAL_CHUNK_BYTES = 64 * 2**20
+_DP_HISTORY = "medfed.dp_sgd.history"
+"""Site state name of the DP-SGD accountant's history (see :meth:`DPSGD.history`)."""
 
 
 # --- params <-> model ----------------------------------------------------------------------
@@ -301,7 +303,9 @@ def default_evaluate(
 class TorchSiteApp:
     """A :class:`~medfed.site.app.SiteApp` for a torch task on one site's data.
 
-    The model is built once; each call loads the received params into it.
+    The model is built once; each call loads the received params into it. The site's state
+    (:mod:`medfed.site.state`) is read from ``state`` before each training and saved after it,
+    keyed by the instruction's run and this site's name.
 
     With ``privacy.dp == "sample"`` the site trains with DP-SGD (:mod:`medfed.site.dp_sgd`)
     instead of the task's loop, and each fit reports the site's ε so far in
@@ -319,8 +323,10 @@ class TorchSiteApp:
         device: str | torch.device | None = None,
         privacy: PrivacyConfig | None = None,
         rounds: int | None = None,
+        state: SiteStateStore | None = None,
     ) -> None:
         self.task = task
+        self.state: SiteStateStore = MemoryStateStore() if state is None else state
         self.data = data
         self.spec = spec
         self.settings = settings
@@ -364,6 +370,13 @@ class TorchSiteApp:
             2, np.uint64
         )
         generator = torch.Generator().manual_seed(int(shuffle_seed))
+        run, site = instruction.run, self.data.name
+        state = self.state.load(run, site, before=instruction.round)
+        if self.dp_sgd is not None:
+            # the accountant never goes back: a round run twice was spent twice
+            spent = self.state.latest(run, site).get(_DP_HISTORY)
+            if spent is not None:
+                self.dp_sgd.restore(spent)
         ctx = TrainContext(
             settings=self.settings,
             spec=self.spec,
@@ -373,6 +386,7 @@ class TorchSiteApp:
             round_settings=instruction.settings,
             device=self.device,
             generator=generator,
+            state=state,
         )
         n = self.data.num_train
         with _seeded(int(torch_seed), self.device):
@@ -385,7 +399,12 @@ class TorchSiteApp:
                 f"task {self.task.name!r}: training changed the model's parameter layout; "
                 "a train function must update the model's weights in place"
             )
-        report = None if self.dp_sgd is None else SiteReport(epsilon=self.dp_sgd.epsilon())
+        report = None
+        if self.dp_sgd is not None:
+            state[_DP_HISTORY] = self.dp_sgd.history()
+            report = SiteReport(epsilon=self.dp_sgd.epsilon())
+        if len(state) or state.round:  # nothing to keep: no file
+            self.state.save(run, site, instruction.round, state)
         return FitResult(params=trained, num_examples=n, metrics=metrics, report=report)
 
     def evaluate(self, params: Params, instruction: Instruction) -> Metrics:

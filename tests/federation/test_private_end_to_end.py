@@ -169,3 +169,26 @@ def test_a_node_reserves_a_dp_job_s_budget_when_it_approves_and_releases_it_if_n
         time.sleep(0.1)
     status = SiteBudget.in_state(state).status(DATA)
     assert status.committed == 0 and status.spent == 0, fed.logs()
+
+
+def test_a_node_keeps_each_job_s_site_state_on_its_own_disk(fed: InMemoryFederation) -> None:
+    """A DP-SGD job's accountant history is the site's state: kept under the node's state
+    folder, by job, after every round (a restarted node goes on accounting from it)."""
+    from medfed.site.state import DirectoryStateStore
+
+    start_nodes_with_budgets(fed, (BUDGET, BUDGET))
+    job_id = fed.submit(
+        rounds=2,
+        min_sites=2,
+        privacy={"dp": "sample", "noise_multiplier": 1.0, "clip_norm": 1.0},
+    )["id"]
+    view = fed.wait_for_job(job_id, timeout=180)
+    assert view["status"] == "complete", (view, fed.logs())
+    for site in SITES[:2]:
+        node = fed.nodes[site]
+        store = DirectoryStateStore(node.state / "site-state")
+        files = sorted(store.folder(job_id, site).glob("round-*.safetensors"))
+        assert [f.name for f in files] == ["round-000001.safetensors", "round-000002.safetensors"]
+        history = store.latest(job_id, site)["medfed.dp_sgd.history"]
+        first = store.load(job_id, site, before=2)["medfed.dp_sgd.history"]
+        assert history[:, 2].sum() == 2 * first[:, 2].sum() > 0  # two rounds' steps

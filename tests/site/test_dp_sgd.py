@@ -175,3 +175,48 @@ def test_empty_poisson_samples_still_take_a_private_step(breast: FederatedDatase
     assert eps == pytest.approx(
         epsilon(noise_multiplier=1.0, sample_rate=1 / 3, rounds=60, delta=1e-5), rel=0.01
     )
+
+
+def test_a_restarted_site_goes_on_accounting_from_its_saved_history(
+    breast: FederatedDataset, tmp_path
+) -> None:
+    """The accountant's history is site state: a node or worker that restarts reports the ε
+    of every step taken so far, never a fresh count; a round run again is spent again."""
+    from medfed.site.state import DirectoryStateStore
+
+    task = default_task(breast.spec)
+
+    def app() -> TorchSiteApp:
+        return task.site_app(
+            breast.sites[0],
+            breast.spec,
+            SETTINGS,
+            device="cpu",
+            privacy=SAMPLE_DP,
+            state=DirectoryStateStore(tmp_path),
+        )
+
+    def fit(a: TorchSiteApp, params: Params, round_: int) -> tuple[Params, float]:
+        instruction = Instruction(Operation.TRAIN, round_, params, 0, run="job-1")
+        result = a.fit(params, instruction)
+        assert result.report is not None and result.report.epsilon is not None
+        return result.params, result.report.epsilon
+
+    params = task.initial_params(breast.spec, seed=0)
+    uninterrupted, _ = site_app(breast)
+    reference, p = [], params
+    for r in (1, 2, 3):
+        p, eps = train(uninterrupted, p, r)
+        reference.append(eps)
+
+    first = app()
+    p1, _ = fit(first, params, 1)
+    p2, eps2 = fit(first, p1, 2)
+    restarted = app()  # the process came back: a new DPSGD, the history from disk
+    assert restarted.dp_sgd is not None and restarted.dp_sgd.epsilon() == 0.0
+    _, eps3 = fit(restarted, p2, 3)
+    assert eps2 == pytest.approx(reference[1], rel=1e-9)
+    assert eps3 == pytest.approx(reference[2], rel=1e-9)
+    # the coordinator runs round 3 again: the site has spent four rounds, and says so
+    _, eps3_again = fit(app(), p2, 3)
+    assert eps3_again > eps3

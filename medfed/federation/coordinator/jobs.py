@@ -93,6 +93,7 @@ class JobRunner(threading.Thread):
             privacy=privacy,
             secure=secure,
             observers=[JobRounds(self.store, self.blobs, self.job_id)],
+            run_name=self.job_id,
         )
         # a resumed job: the strategy's and the accountant's state as they were
         driver.restore(self._checkpoint(job.rounds_done), rounds_done=job.rounds_done)

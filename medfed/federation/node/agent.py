@@ -18,6 +18,7 @@ good becomes a failure report instead of a retry, and no exception (not even one
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -67,6 +68,7 @@ from medfed.serde import instruction_from_wire, reply_to_header
 from medfed.site.approval import ApprovalStore, approval_id
 from medfed.site.ledger import EgressLedger
 from medfed.site.runtime import SiteRuntime
+from medfed.site.state import DirectoryStateStore
 from medfed.tensor_file import open_params
 
 __all__ = ["NodeAgent", "NodeSettings", "NotFinite", "ProtocolError"]
@@ -352,6 +354,7 @@ class NodeAgent:
             TrainSettings(**train),
             privacy,
             rounds=int(announced.get("rounds") or 1),
+            state=DirectoryStateStore(self.settings.state_dir / "site-state"),
         )
         protection = protect_job(
             job_id,
@@ -497,7 +500,8 @@ class NodeAgent:
                 # charged before training: a round the budget refuses sends nothing
                 cost = ctx.protection.charge(round_)
             self._say(f"{job_id} round {round_}: {operation}…")
-            reply = ctx.runtime.handle(instruction)
+            # the site's state is kept per job this node runs, whatever the coordinator calls it
+            reply = ctx.runtime.handle(dataclasses.replace(instruction, run=job_id))
             problem = _not_finite(reply)
             if problem is not None:  # the coordinator could not record it: a failure instead
                 raise NotFinite(problem)

@@ -6,7 +6,8 @@ and safetensors blobs travel — no pickled records — and a round's global par
 once per exchange, not once per site.
 
 A worker that dies or overruns the timeout turns its outstanding requests into failure
-replies; it is restarted for the next exchange (its sites are rebuilt, losing their state).
+replies; it is restarted for the next exchange, its sites rebuilt from the factory and their
+state read back from the factory's state folder (:mod:`medfed.site.state`).
 """
 
 from __future__ import annotations
