@@ -160,7 +160,7 @@ def simulate(
     _refuse_unused_data_dir(config.data.name, config.data.dir)
     if config.out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        config = config.with_overrides(out=f"runs/{config.data.name}-{stamp}")
+        config = config.with_overrides(out=f"runs/{_run_label(config.data.name)}-{stamp}")
     _run(config, overwrite=overwrite, title=f"medfed simulate: {config.data.name}")
 
 
@@ -207,15 +207,9 @@ def run_config_from_flags(
     refused.
     """
     from medfed.config import load_config
-    from medfed.errors import ConfigError
 
     config = load_config(config_path) if config_path else RunConfig()
-    data_options = dict(config.data.options)
-    for item in options:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--option takes KEY=VALUE, got {item!r}")
-        data_options[key.strip()] = _parse_scalar(value.strip())
+    data_options = {**config.data.options, **parse_options(options)}
     flags = dict(flags)
     if flags.get("dp") not in (None, "none") and flags.get("secagg") is None:
         flags["secagg"] = True  # DP's noise is split across sites under secure aggregation
@@ -225,6 +219,19 @@ def run_config_from_flags(
     config = config.with_overrides(**changes)
     refuse_dp_flags_without_dp(config.privacy.dp, {k: flags.get(k) for k in _DP_ONLY})
     return config
+
+
+def parse_options(options: tuple[str, ...]) -> dict[str, bool | int | float | str]:
+    """``--option KEY=VALUE`` flags as a dict; values are parsed (true, 3, 0.5, text)."""
+    from medfed.errors import ConfigError
+
+    parsed: dict[str, bool | int | float | str] = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option takes KEY=VALUE, got {item!r}")
+        parsed[key.strip()] = _parse_scalar(value.strip())
+    return parsed
 
 
 _DP_ONLY = ("noise_multiplier", "target_epsilon", "clip", "delta", "adaptive_clip")
@@ -261,6 +268,13 @@ def _refuse_unused_data_dir(name: str, data_dir: str | None) -> None:
             f"medfed and read from no folder; drop --data-dir (only {from_folder} "
             "is read from one)"
         )
+
+
+def _run_label(data_name: str) -> str:
+    """A data set's name for a run folder: a data set file's stem, else the bundled name."""
+    from medfed.data.files import is_data_file
+
+    return Path(data_name).stem if is_data_file(data_name) else data_name
 
 
 def _parse_scalar(text: str) -> bool | int | float | str:

@@ -23,6 +23,7 @@ from typing import Any
 
 from medfed.data import breast_cancer, lung, synthetic_ehr, synthetic_imaging, tcga_brca
 from medfed.data.base import FederatedDataset, TaskKind
+from medfed.data.files import is_data_file, load_data_file
 from medfed.errors import DataError
 
 __all__ = ["DatasetInfo", "OptionInfo", "available_datasets", "load_dataset"]
@@ -216,6 +217,29 @@ def available_datasets() -> list[DatasetInfo]:
     return [info for info, _ in _REGISTRY.values()]
 
 
+def _load_file(
+    name: str,
+    *,
+    num_sites: int | None,
+    data_dir: str | Path | None,
+    options: Mapping[str, OptionValue] | None,
+) -> FederatedDataset:
+    """A data set file: its sites are the file's; it takes no folder and no options."""
+    if data_dir is not None:
+        raise DataError(f"{name}: a data set file names its own tables; drop the data folder")
+    if options:
+        raise DataError(
+            f"{name}: a data set file takes no options ({', '.join(options)}); set them in the file"
+        )
+    dataset = load_data_file(name)
+    if num_sites is not None and num_sites != len(dataset.sites):
+        raise DataError(
+            f"{name} has {len(dataset.sites)} sites ({', '.join(dataset.site_names)}), not "
+            f"{num_sites}; drop the site count"
+        )
+    return dataset
+
+
 def _lookup(name: str) -> tuple[DatasetInfo, _Loader]:
     key = name.strip().lower().replace("_", "-")
     if key in _REGISTRY:
@@ -224,7 +248,7 @@ def _lookup(name: str) -> tuple[DatasetInfo, _Loader]:
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise DataError(
         f"unknown data set {name!r}: {hint}choose one of {', '.join(_REGISTRY)} "
-        "(see `medfed data list`)"
+        "(see `medfed data list`), or give a data set file (a .toml path, see medfed.data.files)"
     )
 
 
@@ -301,6 +325,8 @@ def load_dataset(
     synthetic generators. ``options`` are the data set's own knobs
     (:attr:`DatasetInfo.options`); strings are parsed, so command-line values work.
     """
+    if is_data_file(name):
+        return _load_file(name, num_sites=num_sites, data_dir=data_dir, options=options)
     info, loader = _lookup(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise DataError(f"{info.name}: the seed must be a whole number >= 0, not {seed!r}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medfed.config import DataConfig, RunConfig, TrainSettings, check_run
+from medfed.data.files import is_data_file
 from medfed.errors import ConfigError, RoundFailed
 from medfed.orchestration.assembly import assemble_driver
 from medfed.orchestration.backends.base import Backend, Request
@@ -291,7 +292,11 @@ class Simulation:
         self, config: RunConfig, *, task: Task | None = None, state_dir: str | Path | None = None
     ) -> None:
         # every setting checked, the simulation's defaults filled in (what the run folder keeps)
-        self.config = config = check_run(config, "simulation")
+        config = check_run(config, "simulation")
+        if is_data_file(config.data.name):  # the run folder's config.toml replays from anywhere
+            absolute = str(Path(config.data.name).expanduser().absolute())
+            config = config.with_overrides(**{"data.name": absolute})
+        self.config = config
         self.factory = SimulationSites(
             data=config.data,
             seed=config.seed,

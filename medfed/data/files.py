@@ -1,0 +1,556 @@
+"""A consortium's own tables as a data set: one TOML file that says where each site's rows are.
+
+::
+
+    # consortium-data.toml — paths are relative to this file
+    task = "binary"            # binary | multiclass | survival
+    label = "outcome"          # survival: time = "days", event = "died"
+    features = []              # empty or absent: every other column
+    id_column = "patient_id"   # optional: checked for duplicates, never a feature
+    positive = "yes"           # optional (binary): the label value that is class 1
+    test_fraction = 0.2        # for sites without a test file: a stratified split of train
+    seed = 0                   # of that split (not the run's seed: a site's split stays put)
+    standardize = "site"       # "site": each site with its own training mean and sd; "none"
+
+    [sites.hospital-a]         # one file per site, already split…
+    train = "a_train.csv"
+    test = "a_test.csv"
+    [sites.hospital-b]
+    train = "b.parquet"
+
+or one table for everyone: ``file = "all.csv"`` and ``site_column = "hospital"``. CSV (UTF-8)
+and Parquet files are read; ``medfed simulate --data consortium-data.toml`` and the run file's
+``[data] name`` take the path.
+
+Encoding: a numeric column stays a number (a missing value becomes the site's training mean);
+a text column is one-hot encoded over the categories seen across the sites (at most
+:data:`MAX_CATEGORIES`; a missing value is all zeros). Rows without a label are left out and
+counted in the data set's notes. Every mistake is a :class:`~medfed.errors.DataError` that
+names the file, the rule and the place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from medfed.data.base import DataSpec, FederatedDataset, SiteData, TaskKind
+from medfed.data.partition import train_test_indices
+from medfed.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["MAX_CATEGORIES", "TableSource", "is_data_file", "load_data_file", "read_source"]
+
+MAX_CATEGORIES = 50
+_KEYS = {
+    "task",
+    "label",
+    "time",
+    "event",
+    "features",
+    "id_column",
+    "positive",
+    "test_fraction",
+    "seed",
+    "standardize",
+    "sites",
+    "file",
+    "site_column",
+}
+_KINDS = {"binary", "multiclass", "survival"}
+_SUFFIXES = {".csv", ".parquet", ".pq"}
+
+
+def is_data_file(name: str) -> bool:
+    """Whether a ``data.name`` is a data set file (a ``.toml`` path) rather than a bundled name."""
+    return name.lower().endswith(".toml")
+
+
+@dataclass(frozen=True)
+class SiteFiles:
+    name: str
+    train: Path
+    test: Path | None = None
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """A data set file, read and checked (the tables themselves are read by the loader)."""
+
+    path: Path
+    kind: TaskKind
+    label: str | None
+    time: str | None
+    event: str | None
+    features: tuple[str, ...]
+    id_column: str | None
+    positive: Any
+    test_fraction: float
+    seed: int
+    standardize: str
+    sites: tuple[SiteFiles, ...] = ()
+    file: Path | None = None
+    site_column: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def outcome_columns(self) -> tuple[str, ...]:
+        if self.kind is TaskKind.SURVIVAL:
+            return (str(self.time), str(self.event))
+        return (str(self.label),)
+
+
+def _fail(path: Path, message: str) -> DataError:
+    return DataError(f"{path}: {message}")
+
+
+def read_source(path: str | Path) -> TableSource:
+    """Parse and check a data set file; every problem is one :class:`DataError`."""
+    p = Path(path).expanduser()
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"no data set file at {p}; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the data set file {p}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(p, f"not valid TOML ({exc})") from None
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        hints = [difflib.get_close_matches(k, sorted(_KEYS), n=1) for k in unknown]
+        said = ", ".join(
+            f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
+            for k, h in zip(unknown, hints, strict=True)
+        )
+        raise _fail(p, f"unknown key(s) {said}; the keys are {', '.join(sorted(_KEYS))}")
+    kind = raw.get("task")
+    if kind not in _KINDS:
+        raise _fail(p, f"task must be one of {', '.join(sorted(_KINDS))}, not {kind!r}")
+    task = TaskKind(kind)
+    names = {k: raw.get(k) for k in ("label", "time", "event", "id_column", "site_column")}
+    for key, value in names.items():
+        if value is not None and (not isinstance(value, str) or not value):
+            raise _fail(p, f"{key} must be a column name (text), not {value!r}")
+    if task is TaskKind.SURVIVAL:
+        if not (names["time"] and names["event"]) or names["label"]:
+            raise _fail(p, 'a survival task names time = "…" and event = "…" (no label)')
+    elif not names["label"] or names["time"] or names["event"]:
+        raise _fail(p, f'a {kind} task names its label column: label = "…"')
+    features = raw.get("features", [])
+    if not isinstance(features, list) or not all(isinstance(f, str) and f for f in features):
+        raise _fail(p, "features must be a list of column names (empty: every other column)")
+    if len(set(features)) != len(features):
+        raise _fail(p, "features names a column twice")
+    fraction = raw.get("test_fraction", 0.2)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        raise _fail(p, f"test_fraction must be a number in (0, 1), not {fraction!r}")
+    if not 0 < fraction < 1:
+        raise _fail(p, f"test_fraction must be in (0, 1), not {fraction}")
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise _fail(p, f"seed must be a whole number >= 0, not {seed!r}")
+    standardize = raw.get("standardize", "site")
+    if standardize not in ("site", "none"):
+        raise _fail(p, f'standardize must be "site" or "none", not {standardize!r}')
+    positive = raw.get("positive")
+    if positive is not None and task is not TaskKind.BINARY:
+        raise _fail(p, "positive is for a binary task only")
+    base = p.parent
+    sites: list[SiteFiles] = []
+    file = None
+    if ("sites" in raw) == ("file" in raw):
+        raise _fail(p, 'give either [sites.NAME] tables or file = "…" with site_column = "…"')
+    if "file" in raw:
+        if not isinstance(raw["file"], str) or not names["site_column"]:
+            raise _fail(p, 'file = "…" needs site_column = "…" (the column naming the site)')
+        file = _table_path(p, base, raw["file"], "file")
+    else:
+        table = raw["sites"]
+        if not isinstance(table, dict) or not table:
+            raise _fail(p, "[sites] must hold one table per site: [sites.NAME] train = '…'")
+        if names["site_column"]:
+            raise _fail(p, "site_column goes with file = '…', not with [sites.NAME] tables")
+        for site, entry in table.items():
+            if not isinstance(entry, dict) or "train" not in entry:
+                raise _fail(p, f'[sites.{site}] needs train = "…" (and optionally test = "…")')
+            extra = sorted(set(entry) - {"train", "test"})
+            if extra:
+                raise _fail(p, f"[sites.{site}]: unknown key(s) {extra}; the keys are train, test")
+            train = _table_path(p, base, entry["train"], f"sites.{site}.train")
+            test = None
+            if "test" in entry:
+                test = _table_path(p, base, entry["test"], f"sites.{site}.test")
+            sites.append(SiteFiles(site, train, test))
+    outcome = (names["time"], names["event"]) if task is TaskKind.SURVIVAL else (names["label"],)
+    clash = set(features) & {c for c in (*outcome, names["id_column"], names["site_column"]) if c}
+    if clash:
+        raise _fail(p, f"features cannot include the outcome, id or site column: {sorted(clash)}")
+    return TableSource(
+        path=p,
+        kind=task,
+        label=names["label"],
+        time=names["time"],
+        event=names["event"],
+        features=tuple(features),
+        id_column=names["id_column"],
+        positive=positive,
+        test_fraction=float(fraction),
+        seed=seed,
+        standardize=standardize,
+        sites=tuple(sites),
+        file=file,
+        site_column=names["site_column"],
+    )
+
+
+def _table_path(source: Path, base: Path, value: object, key: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise _fail(source, f"{key} must be a file path (text)")
+    path = (base / value).expanduser()
+    if path.suffix.lower() not in _SUFFIXES:
+        raise _fail(source, f"{key} = {value!r}: medfed reads .csv and .parquet files")
+    if not path.is_file():
+        raise _fail(source, f"{key} = {value!r}: no such file ({path})")
+    return path
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV (UTF-8) or Parquet file as a DataFrame; unreadable files are a DataError."""
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path, encoding="utf-8", low_memory=False)
+        else:
+            frame = pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (no header, no rows)") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save it as UTF-8 CSV"
+        ) from None
+    except ImportError as exc:
+        raise DataError(f"{path}: reading Parquet needs pyarrow ({exc})") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot be read as a table ({str(exc).splitlines()[0]})") from None
+    if len(frame) == 0:
+        raise DataError(f"{path}: the file has a header but no rows")
+    frame.columns = [str(c) for c in frame.columns]
+    if len(set(frame.columns)) != len(frame.columns):
+        raise DataError(f"{path}: a column name appears twice")
+    return frame
+
+
+@dataclass
+class _Part:
+    """One table of one site (its train or test file, or its rows of the single file)."""
+
+    site: str
+    role: str  # "train" | "test" | "all"
+    where: str  # the file, for messages
+    frame: pd.DataFrame
+
+
+def _parts(source: TableSource) -> list[_Part]:
+    if source.file is not None:
+        assert source.site_column is not None
+        frame = read_table(source.file)
+        if source.site_column not in frame.columns:
+            raise _fail(source.file, f"no column {source.site_column!r} (site_column)")
+        sites = frame[source.site_column]
+        if sites.isna().any():
+            row = int(np.flatnonzero(sites.isna().to_numpy())[0]) + 1
+            raise _fail(source.file, f"data row {row}: no site in column {source.site_column!r}")
+        out = []
+        for site in sorted(sites.astype(str).unique()):
+            rows = frame[sites.astype(str) == site].drop(columns=[source.site_column])
+            out.append(_Part(site, "all", str(source.file), rows))  # the file's row numbers
+        return out
+    parts = []
+    for s in source.sites:
+        role = "train" if s.test is not None else "all"
+        parts.append(_Part(s.name, role, str(s.train), read_table(s.train)))
+        if s.test is not None:
+            parts.append(_Part(s.name, "test", str(s.test), read_table(s.test)))
+    return parts
+
+
+def _feature_columns(source: TableSource, parts: list[_Part]) -> list[str]:
+    skip = {*source.outcome_columns, source.id_column}
+    first = parts[0]
+    wanted = list(source.features) or [c for c in first.frame.columns if c not in skip]
+    if not wanted:
+        raise _fail(source.path, f"{first.where} has no column besides the outcome to learn from")
+    for part in parts:
+        needed = [*wanted, *source.outcome_columns]
+        if source.id_column:
+            needed.append(source.id_column)
+        missing = [c for c in needed if c not in part.frame.columns]
+        if missing:
+            raise DataError(
+                f"{part.where} (site {part.site}): no column {missing[0]!r}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                + "; every site's table needs the same columns"
+            )
+        if not source.features:
+            extra = [c for c in part.frame.columns if c not in skip and c not in wanted]
+            if extra:
+                raise DataError(
+                    f"{part.where} (site {part.site}): column {extra[0]!r} is not in "
+                    f"{first.where}; list the columns to use in features = [...]"
+                )
+    return wanted
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    numeric: dict[str, bool]
+    categories: dict[str, list[str]]
+    names: tuple[str, ...]
+
+
+def _encoding(parts: list[_Part], columns: list[str]) -> _Encoding:
+    import pandas as pd
+
+    numeric: dict[str, bool] = {}
+    categories: dict[str, list[str]] = {}
+    names: list[str] = []
+    for col in columns:
+        kinds: dict[str, list[str]] = {"number": [], "text": []}
+        text_example = ""
+        for part in parts:
+            values = part.frame[col].dropna()
+            if values.empty:
+                continue
+            as_number = pd.to_numeric(values, errors="coerce")
+            if as_number.notna().all():
+                kinds["number"].append(part.site)
+            else:
+                kinds["text"].append(part.site)
+                bad = values[as_number.isna()]
+                text_example = text_example or (
+                    f"{part.where}, data row {int(bad.index[0]) + 1}: {bad.iloc[0]!r}"
+                )
+        if kinds["number"] and kinds["text"]:
+            raise DataError(
+                f"column {col!r} holds numbers at {', '.join(sorted(set(kinds['number'])))} but "
+                f"text at {', '.join(sorted(set(kinds['text'])))} ({text_example}); fix the values "
+                "or make the column text everywhere"
+            )
+        if not kinds["text"]:
+            numeric[col] = True
+            names.append(col)
+            continue
+        seen = sorted({str(v) for part in parts for v in part.frame[col].dropna()})
+        if len(seen) > MAX_CATEGORIES:
+            raise DataError(
+                f"column {col!r} has {len(seen)} distinct text values; medfed one-hot encodes at "
+                f"most {MAX_CATEGORIES}: bin it, or leave it out of features"
+            )
+        numeric[col] = False
+        categories[col] = seen
+        names.extend(f"{col}={v}" for v in seen)
+    return _Encoding(numeric, categories, tuple(names))
+
+
+def _outcome_codes(source: TableSource, parts: list[_Part]) -> tuple[dict[str, int], int]:
+    """For binary/multiclass: the label value -> class index map, and the class count."""
+    label = str(source.label)
+    values = sorted({_plain(v) for part in parts for v in part.frame[label].dropna()}, key=str)
+    if source.kind is TaskKind.BINARY:
+        if len(values) > 2:
+            raise DataError(
+                f"label {label!r} has {len(values)} values ({', '.join(map(str, values[:6]))}) "
+                'but the task is binary; use task = "multiclass" or recode the label'
+            )
+        if source.positive is not None:
+            if _plain(source.positive) not in values:
+                raise _fail(
+                    source.path, f"positive = {source.positive!r} is not a value of {label!r}"
+                )
+            negative = [v for v in values if v != _plain(source.positive)]
+            return {**{v: 0 for v in negative}, _plain(source.positive): 1}, 2
+        if set(values) <= {0, 1} or set(values) <= {False, True}:
+            return {v: int(v) for v in values}, 2
+        if len(values) < 2:
+            raise DataError(f"label {label!r} has a single value {values}; a binary task needs two")
+        return {values[0]: 0, values[1]: 1}, 2
+    if len(values) < 2:
+        raise DataError(f"label {label!r} has fewer than two classes across the sites")
+    return {v: i for i, v in enumerate(values)}, len(values)
+
+
+def _plain(value: Any) -> Any:
+    """A label value as a plain Python value (numpy ints, floats 1.0 -> 1)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _labels(source: TableSource, part: _Part, codes: dict[str, int]) -> npt.NDArray[np.generic]:
+    frame = part.frame
+    if source.kind is TaskKind.SURVIVAL:
+        import pandas as pd
+
+        t = pd.to_numeric(frame[str(source.time)], errors="coerce").to_numpy(np.float64)
+        e = pd.to_numeric(frame[str(source.event)], errors="coerce").to_numpy(np.float64)
+        bad_t = np.flatnonzero(~(t >= 0))
+        if len(bad_t):
+            i = int(bad_t[0])
+            raise DataError(
+                f"{part.where}, data row {int(frame.index[i]) + 1}: time {source.time!r} must be "
+                f"a number >= 0, not {frame[str(source.time)].iloc[i]!r}"
+            )
+        bad_e = np.flatnonzero(~np.isin(e, (0.0, 1.0)))
+        if len(bad_e):
+            i = int(bad_e[0])
+            raise DataError(
+                f"{part.where}, data row {int(frame.index[i]) + 1}: event {source.event!r} must "
+                f"be 0 or 1, not {frame[str(source.event)].iloc[i]!r}"
+            )
+        return np.stack([t, e], axis=1)
+    return np.array([codes[_plain(v)] for v in frame[str(source.label)]], dtype=np.int64)
+
+
+def _features(part: _Part, enc: _Encoding) -> npt.NDArray[np.float64]:
+    import pandas as pd
+
+    blocks = []
+    for col, is_number in enc.numeric.items():
+        values = part.frame[col]
+        if is_number:
+            blocks.append(pd.to_numeric(values, errors="coerce").to_numpy(np.float64)[:, None])
+        else:
+            text = values.map(lambda v: None if pd.isna(v) else str(v))
+            cats = enc.categories[col]
+            blocks.append(np.stack([(text == c).to_numpy(np.float64) for c in cats], axis=1))
+    return np.concatenate(blocks, axis=1)
+
+
+def _check_ids(source: TableSource, parts: list[_Part]) -> None:
+    if source.id_column is None:
+        return
+    by_site: dict[str, dict[Any, str]] = {}
+    for part in parts:
+        ids = part.frame[source.id_column]
+        seen = by_site.setdefault(part.site, {})
+        dup = ids[ids.duplicated()]
+        if not dup.empty:
+            rows = np.flatnonzero((ids == dup.iloc[0]).to_numpy())[:2] + 1
+            raise DataError(
+                f"{part.where}: patient id {_plain(dup.iloc[0])!r} appears twice in column "
+                f"{source.id_column!r} (data rows {rows[0]} and {rows[1]})"
+            )
+        for value in ids.dropna():
+            if value in seen:
+                raise DataError(
+                    f"patient id {_plain(value)!r} of site {part.site} is in both {seen[value]} and "
+                    f"{part.where}: a patient must be in the training or the test file, not both"
+                )
+            seen[value] = part.where
+
+
+def load_data_file(path: str | Path) -> FederatedDataset:
+    """The data set a data set file describes, split into its sites (see the module docs)."""
+    source = read_source(path)
+    parts = _parts(source)
+    columns = _feature_columns(source, parts)
+    _check_ids(source, parts)
+    dropped: dict[str, int] = {}
+    kept = []
+    for part in parts:
+        missing = part.frame[list(source.outcome_columns)].isna().any(axis=1)
+        if missing.any():
+            dropped[part.site] = dropped.get(part.site, 0) + int(missing.sum())
+        kept.append(_Part(part.site, part.role, part.where, part.frame[~missing]))
+    parts = kept
+    codes, n_classes = (
+        ({}, 2) if source.kind is TaskKind.SURVIVAL else _outcome_codes(source, parts)
+    )
+    enc = _encoding(parts, columns)
+    sites = []
+    for index, name in enumerate(dict.fromkeys(p.site for p in parts)):
+        mine = {p.role: p for p in parts if p.site == name}
+        sites.append(_site(source, name, index, mine, enc, codes))
+    notes = {
+        "source": str(source.path),
+        "encoding": f"{sum(enc.numeric.values())} numeric column(s), "
+        f"{len(enc.categories)} one-hot encoded; missing numbers: the site's training mean",
+        "standardize": "each site with its own training mean and sd"
+        if source.standardize == "site"
+        else "none",
+    }
+    if dropped:
+        notes["rows without an outcome (left out)"] = ", ".join(
+            f"{s}: {n}" for s, n in dropped.items()
+        )
+    spec = DataSpec(
+        kind=source.kind,
+        input_shape=(len(enc.names),),
+        n_classes=n_classes,
+        feature_names=enc.names,
+    )
+    return FederatedDataset(
+        name=source.path.stem,
+        spec=spec,
+        sites=tuple(sites),
+        description=f"tables from {source.path.name}",
+        source=str(source.path),
+        notes=notes,
+    )
+
+
+def _site(
+    source: TableSource,
+    name: str,
+    index: int,
+    parts: dict[str, _Part],
+    enc: _Encoding,
+    codes: dict[str, int],
+) -> SiteData:
+    if "all" in parts:
+        part = parts["all"]
+        x, y = _features(part, enc), _labels(source, part, codes)
+        if len(y) < 2:
+            raise DataError(f"{part.where} (site {name}): fewer than 2 rows with an outcome")
+        strata = y[:, 1] if source.kind is TaskKind.SURVIVAL else y
+        rng = np.random.default_rng([source.seed, index])
+        train, test = train_test_indices(
+            len(y), test_fraction=source.test_fraction, rng=rng, labels=strata
+        )
+        x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
+    else:
+        x_train, y_train = _features(parts["train"], enc), _labels(source, parts["train"], codes)
+        x_test, y_test = _features(parts["test"], enc), _labels(source, parts["test"], codes)
+        if len(y_train) == 0:
+            raise DataError(f"{parts['train'].where} (site {name}): no row with an outcome")
+    mean = np.nanmean(x_train, axis=0) if len(x_train) else np.zeros(x_train.shape[1])
+    mean = np.where(np.isnan(mean), 0.0, mean)  # a column missing everywhere at this site
+    x_train = np.where(np.isnan(x_train), mean, x_train)
+    x_test = np.where(np.isnan(x_test), mean, x_test)
+    if source.standardize == "site":
+        sd = x_train.std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        x_train, x_test = (x_train - mean) / sd, (x_test - mean) / sd
+    for what, arr in (("training", x_train), ("test", x_test)):
+        if not np.isfinite(arr).all():
+            raise DataError(f"site {name}: a {what} feature is infinite after encoding")
+    return SiteData(
+        name=name,
+        x_train=x_train.astype(np.float32),
+        y_train=y_train,
+        x_test=x_test.astype(np.float32),
+        y_test=y_test,
+        description=f"{len(y_train)} training and {len(y_test)} test rows",
+    )
