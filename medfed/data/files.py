@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from medfed.data.base import DataSpec, FederatedDataset, SiteData, TaskKind
+from medfed.data.contract import DataContract, read_contract
 from medfed.data.partition import train_test_indices
 from medfed.errors import DataError
 
@@ -64,7 +66,9 @@ _KEYS = {
     "sites",
     "file",
     "site_column",
+    "contract",
 }
+_FROM_CONTRACT = ("task", "label", "time", "event", "features", "id_column", "positive")
 _KINDS = {"binary", "multiclass", "survival"}
 _SUFFIXES = {".csv", ".parquet", ".pq"}
 
@@ -99,6 +103,7 @@ class TableSource:
     sites: tuple[SiteFiles, ...] = ()
     file: Path | None = None
     site_column: str | None = None
+    contract: DataContract | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -131,6 +136,24 @@ def read_source(path: str | Path) -> TableSource:
             for k, h in zip(unknown, hints, strict=True)
         )
         raise _fail(p, f"unknown key(s) {said}; the keys are {', '.join(sorted(_KEYS))}")
+    contract = None
+    if "contract" in raw:
+        given = [k for k in _FROM_CONTRACT if k in raw]
+        if given:
+            raise _fail(p, f"with a contract the task and columns come from it: drop {given}")
+        if not isinstance(raw["contract"], str):
+            raise _fail(p, 'contract = "…" is the path of a contract file')
+        contract = read_contract(p.parent / raw["contract"])
+        raw = {
+            **raw,
+            "task": str(contract.kind),
+            "label": contract.label,
+            "time": contract.time,
+            "event": contract.event,
+            "id_column": contract.id_column,
+            "features": [c.name for c in contract.features],
+        }
+        raw = {k: v for k, v in raw.items() if v is not None}
     kind = raw.get("task")
     if kind not in _KINDS:
         raise _fail(p, f"task must be one of {', '.join(sorted(_KINDS))}, not {kind!r}")
@@ -208,6 +231,7 @@ def read_source(path: str | Path) -> TableSource:
         sites=tuple(sites),
         file=file,
         site_column=names["site_column"],
+        contract=contract,
     )
 
 
@@ -455,8 +479,9 @@ def _check_ids(source: TableSource, parts: list[_Part]) -> None:
         for value in ids.dropna():
             if value in seen:
                 raise DataError(
-                    f"patient id {_plain(value)!r} of site {part.site} is in both {seen[value]} and "
-                    f"{part.where}: a patient must be in the training or the test file, not both"
+                    f"patient id {_plain(value)!r} of site {part.site} is in both "
+                    f"{seen[value]} and {part.where}: a patient must be in the training or the "
+                    "test file, not both"
                 )
             seen[value] = part.where
 
@@ -465,6 +490,8 @@ def load_data_file(path: str | Path) -> FederatedDataset:
     """The data set a data set file describes, split into its sites (see the module docs)."""
     source = read_source(path)
     parts = _parts(source)
+    if source.contract is not None:
+        return _load_under_contract(source, source.contract, parts)
     columns = _feature_columns(source, parts)
     _check_ids(source, parts)
     dropped: dict[str, int] = {}
@@ -482,7 +509,15 @@ def load_data_file(path: str | Path) -> FederatedDataset:
     sites = []
     for index, name in enumerate(dict.fromkeys(p.site for p in parts)):
         mine = {p.role: p for p in parts if p.site == name}
-        sites.append(_site(source, name, index, mine, enc, codes))
+        sites.append(
+            _site(
+                source,
+                name,
+                index,
+                mine,
+                lambda part: (_features(part, enc), _labels(source, part, codes)),
+            )
+        )
     notes = {
         "source": str(source.path),
         "encoding": f"{sum(enc.numeric.values())} numeric column(s), "
@@ -511,17 +546,15 @@ def load_data_file(path: str | Path) -> FederatedDataset:
     )
 
 
+_Encode = Callable[["_Part"], tuple[npt.NDArray[np.float64], npt.NDArray[Any]]]
+
+
 def _site(
-    source: TableSource,
-    name: str,
-    index: int,
-    parts: dict[str, _Part],
-    enc: _Encoding,
-    codes: dict[str, int],
+    source: TableSource, name: str, index: int, parts: dict[str, _Part], encode: _Encode
 ) -> SiteData:
     if "all" in parts:
         part = parts["all"]
-        x, y = _features(part, enc), _labels(source, part, codes)
+        x, y = encode(part)
         if len(y) < 2:
             raise DataError(f"{part.where} (site {name}): fewer than 2 rows with an outcome")
         strata = y[:, 1] if source.kind is TaskKind.SURVIVAL else y
@@ -531,8 +564,8 @@ def _site(
         )
         x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
     else:
-        x_train, y_train = _features(parts["train"], enc), _labels(source, parts["train"], codes)
-        x_test, y_test = _features(parts["test"], enc), _labels(source, parts["test"], codes)
+        x_train, y_train = encode(parts["train"])
+        x_test, y_test = encode(parts["test"])
         if len(y_train) == 0:
             raise DataError(f"{parts['train'].where} (site {name}): no row with an outcome")
     mean = np.nanmean(x_train, axis=0) if len(x_train) else np.zeros(x_train.shape[1])
@@ -553,4 +586,61 @@ def _site(
         x_test=x_test.astype(np.float32),
         y_test=y_test,
         description=f"{len(y_train)} training and {len(y_test)} test rows",
+    )
+
+
+def _load_under_contract(
+    source: TableSource, contract: DataContract, parts: list[_Part]
+) -> FederatedDataset:
+    """Each site's tables checked against the contract; a site that fails is left out, with
+    its reasons in the data set's notes (and an error when no site passes)."""
+    failed: dict[str, str] = {}
+    for part in parts:
+        report = contract.check(part.frame)
+        if not report.passed:
+            failed[part.site] = f"{part.where} {report}"
+    passing = [p for p in parts if p.site not in failed]
+    if not passing:
+        raise DataError("no site passes the data contract:\n" + "\n".join(failed.values()))
+    _check_ids(source, passing)  # a patient in both a site's training and test files
+    dropped: dict[str, int] = {}
+    if contract.missing == "drop":
+        kept = []
+        for part in passing:
+            gaps = part.frame[[c.name for c in contract.features]].isna().any(axis=1)
+            if gaps.any():
+                dropped[part.site] = dropped.get(part.site, 0) + int(gaps.sum())
+            kept.append(_Part(part.site, part.role, part.where, part.frame[~gaps]))
+        passing = kept
+    sites = [
+        _site(
+            source,
+            name,
+            index,
+            {p.role: p for p in passing if p.site == name},
+            lambda part: contract.encode(part.frame),
+        )
+        for index, name in enumerate(dict.fromkeys(p.site for p in parts))
+        if name not in failed
+    ]
+    notes = {
+        "source": str(source.path),
+        "contract": f"{contract.title} (sha256 {contract.sha256[:12]}…)",
+        "standardize": "each site with its own training mean and sd"
+        if source.standardize == "site"
+        else "none",
+    }
+    for site, reason in failed.items():
+        notes[f"left out: {site}"] = reason
+    if dropped:
+        notes["rows with a missing feature (dropped)"] = ", ".join(
+            f"{s}: {n}" for s, n in dropped.items()
+        )
+    return FederatedDataset(
+        name=source.path.stem,
+        spec=contract.spec(),
+        sites=tuple(sites),
+        description=f"tables from {source.path.name} under {contract.title}",
+        source=str(source.path),
+        notes=notes,
     )
