@@ -3,6 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist: two workers (the CI machine has 2 cores); tests marked
+# @pytest.mark.xdist_group("name") run in one worker. `make test PYTEST_PARALLEL=` runs serially.
+PYTEST_PARALLEL ?= -n 2 --dist loadgroup
 
 .PHONY: demo test lint bench clean
 
@@ -21,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/ruff check medfed tests benchmarks examples
 	$(BIN)/mypy medfed
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check medfed tests benchmarks examples
