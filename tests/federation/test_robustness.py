@@ -92,7 +92,9 @@ def test_a_killed_node_is_left_out_and_rejoins_after_restart(federation: Federat
     fed.start_coordinator()
     for site in SITES:
         fed.start_node(site, "--auto-approve")
-    job_id = _submit(fed, "--rounds", "5", "--min-sites", "2", "--round-timeout", "20")
+    # the killed site's round waits out the timeout twice (its training, then its evaluation):
+    # 10 s is still ten times what a live site's round takes on a busy 2-core machine
+    job_id = _submit(fed, "--rounds", "5", "--min-sites", "2", "--round-timeout", "10")
     _wait(fed, job_id, lambda v: v["rounds_done"] >= 1 and len(v["sites"]) == 3, 180)
     fed.stop(SITES[2], kill=True)  # kill -9 one hospital's node
     view = _wait(
