@@ -150,3 +150,13 @@ def test_a_bad_job_is_refused_with_every_problem_before_anything_starts(tmp_path
     good.write_text("rounds = 3\n")
     result = CliRunner().invoke(cli, ["job", "submit", "--config", str(good), "--kit", str(kit)])
     assert result.exit_code == 2 and "a job needs its task file" in result.output, result.output
+
+
+def test_a_job_on_contracted_data_names_the_contract_by_sha256() -> None:
+    spec = {"kind": "binary", "input_shape": [4], "data": "readmission"}
+    ok = JobConfig.from_json(
+        {"data_spec": {**spec, "contract": "contract readmission v2", "contract_sha256": "a" * 64}}
+    )
+    assert ok.data_spec["contract_sha256"] == "a" * 64
+    with pytest.raises(ConfigError, match="contract_sha256 must be a sha256"):
+        JobConfig.from_json({"data_spec": {**spec, "contract_sha256": "A" * 64}})

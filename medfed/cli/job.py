@@ -44,6 +44,14 @@ def job() -> None:
     default=None,
     help="The data set the sites hold (its shape defines the model's input) [the run file's].",
 )
+@click.option(
+    "--contract",
+    "contract_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The data contract the sites' data set is registered under: the model's input comes "
+    "from it, and no data is needed here.",
+)
 @click.option("--rounds", type=int, default=None, help="Rounds [10].")
 @click.option("--strategy", default=None, help="Aggregation strategy [fedavg].")
 @click.option(
@@ -108,6 +116,7 @@ def submit(
     task_file: Path | None,
     config_path: str | None,
     name: str | None,
+    contract_path: Path | None,
     **flags: Any,
 ) -> None:
     """Submit TASK_FILE (a Python task module defining `task`) as a federated job.
@@ -139,17 +148,24 @@ def submit(
     run = run_config_from_flags(config_path, flags)
     task_file = _task_file(task_file, run.task)
     data = run.data
-    spec = load_dataset(data.name, data_dir=data.dir, options=data.options).spec
+    contract = None
+    if contract_path is not None:  # the input is the contract's: no patient data needed here
+        from medfed.data.contract import read_contract
+
+        contract = read_contract(contract_path)
+        spec = contract.spec()
+    else:
+        spec = load_dataset(data.name, data_dir=data.dir, options=data.options).spec
     task = load_task(f"{task_file}:task")
-    config = JobConfig(
-        run=run,
-        data_spec={
-            "kind": str(spec.kind),
-            "input_shape": list(spec.input_shape),
-            "n_classes": spec.n_classes,
-            "data": data.name,
-        },
-    )
+    data_spec: dict[str, Any] = {
+        "kind": str(spec.kind),
+        "input_shape": list(spec.input_shape),
+        "n_classes": spec.n_classes,
+        "data": data.name,
+    }
+    if contract is not None:
+        data_spec.update(contract=contract.title, contract_sha256=contract.sha256)
+    config = JobConfig(run=run, data_spec=data_spec)
     seed = config.run.seed
     initial = task.initial_params(spec, seed=seed)
     # streamed into a file and uploaded chunk by chunk from it: no copy of it as bytes

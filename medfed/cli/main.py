@@ -34,7 +34,17 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from medfed.cli import coordinator, data, doctor, job, node, node_start, provision, simulate
+    from medfed.cli import (
+        coordinator,
+        data,
+        doctor,
+        job,
+        node,
+        node_dataset,
+        node_start,
+        provision,
+        simulate,
+    )
     from medfed.cli.audit import audit as audit_group
     from medfed.cli.privacy import privacy as privacy_group
 
@@ -45,6 +55,7 @@ def _register() -> None:
     cli.add_command(coordinator.coordinator)
     cli.add_command(coordinator.admin)
     node.node.add_command(node_start.start)
+    node.node.add_command(node_dataset.dataset)
     cli.add_command(node.node)
     cli.add_command(job.job)
     cli.add_command(doctor.doctor)

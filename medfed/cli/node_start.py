@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     envvar="MEDFED_KIT",
     help="This site's startup kit from `medfed provision`.",
 )
-@click.option("--data", "data_name", required=True, help="The data set this site holds.")
+@click.option(
+    "--data",
+    "data_name",
+    required=True,
+    help="The data set this site serves: one registered with `medfed node dataset add`, or a "
+    "bundled one.",
+)
 @click.option(
     "--site",
     "data_site",
@@ -94,19 +100,43 @@ def start(
     from medfed.federation.identity.kits import load_kit
     from medfed.federation.node.agent import NodeAgent, NodeSettings
     from medfed.federation.transfer.client import client_for_kit
+    from medfed.site.datasets import DatasetRegistry
 
     k = load_kit(kit)
     if k.role != "site":
         raise DataError(f"{kit} is a {k.role} kit; a node needs a site kit")
-    dataset = site_dataset(
-        data_name, sites=sites, data_dir=data_dir, seed=data_seed, options=options
-    )
-    name = data_site or k.name
-    if name not in dataset.site_names:
-        raise DataError(
-            f"data set {data_name!r} has no site {name!r}; pass --site, one of: "
-            + ", ".join(dataset.site_names)
+    state_dir = state or kit / "state"
+    registry = DatasetRegistry.in_state(state_dir)
+    contract_sha256 = None
+    if registry.has(data_name):  # registered by the data steward: served as registered
+        given = [
+            f
+            for f, v in (
+                ("--site", data_site),
+                ("--sites", sites),
+                ("--data-dir", data_dir),
+                ("--option", options),
+            )
+            if v
+        ]
+        if given:
+            raise DataError(
+                f"{data_name} is a data set registered on this node; {', '.join(given)} "
+                "apply only to bundled data sets"
+            )
+        served = registry.load(data_name)
+        data, spec, contract_sha256 = served.data, served.spec, served.entry.contract_sha256
+    else:
+        dataset = site_dataset(
+            data_name, sites=sites, data_dir=data_dir, seed=data_seed, options=options
         )
+        name = data_site or k.name
+        if name not in dataset.site_names:
+            raise DataError(
+                f"data set {data_name!r} has no site {name!r}; pass --site, one of: "
+                + ", ".join(dataset.site_names)
+            )
+        data, spec = dataset.site(name), dataset.spec
     if insecure:
         warn("--insecure: talking to the coordinator over plain HTTP. Development only.")
     if auto_approve:
@@ -123,21 +153,22 @@ def start(
     agent = NodeAgent(
         client=client_for_kit(k, insecure=insecure, stall_seconds=stall_seconds),
         site=k.name,
-        data=dataset.site(name),
-        spec=dataset.spec,
+        data=data,
+        spec=spec,
         settings=NodeSettings(
-            state_dir=state or kit / "state",
+            state_dir=state_dir,
             auto_approve=auto_approve,
             require=frozenset(require),
         ),
         on_event=event,
         dataset=data_name,
         kit=k,
+        contract_sha256=contract_sha256,
     )
     agent.lock()  # one node per state folder: a second one is refused here, before it serves
     err.print(
         f"[dim]{time.strftime('%H:%M:%S')}[/] node [bold]{escape(k.name)}[/] "
-        f"({dataset.site(name).num_train} training records) → {escape(k.coordinator_url)}"
+        f"({data.num_train} training records) → {escape(k.coordinator_url)}"
     )
     try:
         agent.run()

@@ -27,6 +27,7 @@ from medfed.data import load_dataset
 from medfed.federation.coordinator.jobs import JobConfig
 from medfed.federation.node.agent import NodeAgent, NodeSettings
 from medfed.federation.transfer.client import FederationClient
+from medfed.site.datasets import DatasetRegistry
 from tests.federation.server import LiveCoordinator, breast_mlp, live_coordinator, submit_config
 
 DATA = "breast-cancer"
@@ -101,32 +102,42 @@ class InMemoryFederation:
         require: frozenset[str] = frozenset(),
         state: Path | None = None,
         poll_wait: float = 0.5,
+        dataset: str | None = None,
     ) -> Node:
         """Start ``site``'s agent on the bundled breast-cancer data (as ``medfed node start
-        --data breast-cancer`` does), its state in the site's kit folder by default.
+        --data breast-cancer`` does), or on the data set registered at the node as
+        ``dataset``; its state in the site's kit folder by default.
 
         Its first poll is made here, before the thread starts: when this returns, the
         coordinator knows the site (as it does a node process that started a while ago).
         """
         kit = self.live.kit(site)
-        dataset = load_dataset(DATA)
+        state_dir = state or self.live.kits / "sites" / site / "state"
+        contract_sha256 = None
+        if dataset is None:
+            bundled = load_dataset(DATA)
+            data, spec = bundled.site(site), bundled.spec
+        else:  # registered at this node (medfed node dataset add), as `node start` serves it
+            served = DatasetRegistry.in_state(state_dir).load(dataset)
+            data, spec, contract_sha256 = served.data, served.spec, served.entry.contract_sha256
         client = self.live.new_client(site)
         node: Node
         agent = NodeAgent(
             client=client,
             site=site,
-            data=dataset.site(site),
-            spec=dataset.spec,
+            data=data,
+            spec=spec,
             settings=NodeSettings(
-                state_dir=state or self.live.kits / "sites" / site / "state",
+                state_dir=state_dir,
                 auto_approve=auto_approve,
                 require=require,
                 poll_wait=poll_wait,
                 max_backoff=poll_wait,
             ),
             on_event=lambda message: node.said(message),
-            dataset=DATA,
+            dataset=dataset or DATA,
             kit=kit,
+            contract_sha256=contract_sha256,
         )
 
         def serve() -> None:

@@ -74,6 +74,12 @@ def _text(v: Any) -> str | None:
     return None
 
 
+def _sha256(v: Any) -> str | None:
+    if not isinstance(v, str) or len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        return "must be a sha256 (64 lowercase hex characters)"
+    return None
+
+
 def _shape(v: Any) -> str | None:
     if (
         not isinstance(v, list)
@@ -109,6 +115,9 @@ _DATA_SPEC: dict[str, Check] = {
     "n_classes": _integer(2, 10_000),
     "data": _text,
     "feature_names": _names,
+    # a job on data under a contract: its title and the sha256 every site's copy must have
+    "contract": _text,
+    "contract_sha256": _sha256,
 }
 
 

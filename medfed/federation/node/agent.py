@@ -36,6 +36,7 @@ from medfed.federation.identity.kits import Kit
 from medfed.federation.node.checks import (
     NotFinite,
     ProtocolError,
+    data_mismatch,
 )
 from medfed.federation.node.checks import (
     checked_id as _checked_id,
@@ -112,6 +113,7 @@ class NodeAgent:
     on_event: Callable[[str], None] = lambda message: None
     dataset: str = ""  # the data set's name: its privacy budget is kept under it
     kit: Kit | None = None  # the site's kit: its identity key signs secure aggregation
+    contract_sha256: str | None = None  # the data contract the served data set passed
     _jobs: dict[str, _JobContext] = field(default_factory=dict)
     # DP jobs approved here: their budget reserved before any task (see _afford), or declined
     _reserved: dict[str, JobProtection] = field(default_factory=dict)
@@ -261,6 +263,13 @@ class NodeAgent:
                 if self._reported.get(job_id) != "rejected":
                     self._say(f"job {job_id} declined: {exc}")
                 decision = "rejected"
+        mismatch = data_mismatch(
+            job.get("data_spec"), dataset=self.dataset, contract_sha256=self.contract_sha256
+        )
+        if mismatch is not None:  # declined whatever the steward says: it could not train
+            if self._reported.get(job_id) != "rejected":
+                self._say(f"job {job_id} declined: {mismatch}")
+            decision = "rejected"
         if self.settings.auto_approve and decision == "pending":
             self.approvals.approve(request_id, by="auto-approve (development mode)")
             decision = "approved"

@@ -1,0 +1,93 @@
+"""A federation on the hospitals' own tables: each node serves a data set its steward
+registered under the federation's data contract; a job names the data set and the contract.
+
+The tables are the bundled breast-cancer hospitals (real patients) written as one CSV per
+hospital; the researcher's machine holds no patient data: the job's input comes from the
+contract. A node whose data set is registered under another version of the contract
+declines the job, and the others finish it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medfed.data import load_dataset
+from medfed.data.contract import read_contract
+from medfed.federation.coordinator.jobs import JobConfig
+from medfed.site.datasets import DatasetRegistry
+from tests.federation.conftest import SITES
+from tests.federation.inmemory import InMemoryFederation
+from tests.federation.server import submit_config
+
+pytestmark = pytest.mark.integration
+
+
+def _contract(features: tuple[str, ...], version: str) -> str:
+    lines = ['name = "breast-cancer"', f'version = "{version}"', 'task = "binary"']
+    lines += ['label = "diagnosis"', 'positive = "malignant"', 'id_column = "patient_id"']
+    lines += ["[columns.patient_id]", 'type = "text"']
+    lines += ["[columns.diagnosis]", 'type = "category"', 'categories = ["benign", "malignant"]']
+    for f in features:
+        lines += [f'[columns."{f}"]', 'type = "number"', "min = -50", "max = 50"]
+    return "\n".join(lines) + "\n"
+
+
+def test_nodes_serve_registered_tables_and_a_job_runs_on_the_contract(
+    inmemory_federation: InMemoryFederation, tmp_path: Path
+) -> None:
+    fed = inmemory_federation
+    bundled = load_dataset("breast-cancer")
+    features = bundled.spec.feature_names
+    (tmp_path / "v1.toml").write_text(_contract(features, "1"))
+    (tmp_path / "v2.toml").write_text(_contract(features, "2").replace("max = 50", "max = 60"))
+    for i, site in enumerate(SITES):
+        s = bundled.site(site)
+        x = np.concatenate([s.x_train, s.x_test])
+        y = np.concatenate([s.y_train, s.y_test])
+        table = pd.DataFrame(x, columns=list(features))
+        table.insert(0, "patient_id", [f"{site}-{k}" for k in range(len(x))])
+        table["diagnosis"] = np.where(y == 1, "malignant", "benign")
+        table.to_csv(tmp_path / f"{site}.csv", index=False)
+        state = fed.live.kits / "sites" / site / "state"
+        contract = tmp_path / ("v2.toml" if i == 2 else "v1.toml")  # the third: another version
+        DatasetRegistry.in_state(state).add(
+            "bc-own", tmp_path / f"{site}.csv", contract=contract, by="steward"
+        )
+        fed.start_node(site, dataset="bc-own")
+
+    contract = read_contract(tmp_path / "v1.toml")
+    spec = contract.spec()
+    assert spec.input_shape == bundled.spec.input_shape  # the example task fits it
+    config = JobConfig.from_json(
+        {
+            "rounds": 2,
+            "strategy": {"min_sites": 2},
+            "round_timeout": 60.0,
+            "data_spec": {
+                "kind": "binary",
+                "input_shape": list(spec.input_shape),
+                "n_classes": 2,
+                "data": "bc-own",
+                "contract": contract.title,
+                "contract_sha256": contract.sha256,
+            },
+        }
+    )
+    job_id = submit_config(fed.live, config, name="own-data")["id"]
+    view = fed.wait_for_job(job_id, timeout=180)
+    assert view["status"] == "complete", (view, fed.logs())
+    assert all(sorted(r["trained"]) == sorted(SITES[:2]) for r in view["rounds_detail"])
+    said = fed.nodes[SITES[2]].text
+    assert "declined: the job expects data under contract breast-cancer v1" in said, said
+    # it learned on the registered tables: better than always saying the commoner class
+    held = [
+        DatasetRegistry.in_state(fed.nodes[site].state).load("bc-own").data.y_test
+        for site in SITES[:2]
+    ]
+    labels = np.concatenate(held)
+    majority = max(labels.mean(), 1 - labels.mean())
+    assert view["rounds_detail"][-1]["evaluate"]["accuracy"] > majority, view["rounds_detail"]
