@@ -262,6 +262,8 @@ def _print_status(view: dict[str, Any]) -> None:
     sites = view.get("sites", {})
     if sites:
         out.print("sites: " + ", ".join(text(f"{s} ({a})") for s, a in sorted(sites.items())))
+    for site, reason in sorted((view.get("declined") or {}).items()):
+        out.print(text(f"  {site} declined: {reason}"))
     # a site that declined is not waiting: it is listed above with its decision
     waiting = [s for s in view.get("pending_sites", []) if sites.get(s) != "rejected"]
     if waiting:

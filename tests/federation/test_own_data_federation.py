@@ -83,6 +83,11 @@ def test_nodes_serve_registered_tables_and_a_job_runs_on_the_contract(
     assert all(sorted(r["trained"]) == sorted(SITES[:2]) for r in view["rounds_detail"])
     said = fed.nodes[SITES[2]].text
     assert "declined: the job expects data under contract breast-cancer v1" in said, said
+    # the coordinator hears the reason class, nothing about the site's data
+    assert view["sites"][SITES[2]] == "rejected"
+    assert view["declined"] == {
+        SITES[2]: "the site's data set is not registered under this data contract"
+    }
     # it learned on the registered tables: better than always saying the commoner class
     held = [
         DatasetRegistry.in_state(fed.nodes[site].state).load("bc-own").data.y_test

@@ -143,6 +143,7 @@ def test_a_site_that_requires_dp_refuses_a_job_without_it_and_the_others_finish(
     log = fed.nodes[SITES[0]].text
     assert "requires differential privacy" in log and "secure aggregation" in log, log
     assert "the node refuses it" in log, log
+    assert view["declined"] == {SITES[0]: "the site requires dp and secagg"}, view
     ledger = fed.nodes[SITES[0]].state / "egress-ledger.jsonl"
     assert not ledger.exists() or all(
         json.loads(line)["kind"] != "update" for line in ledger.read_text().splitlines()

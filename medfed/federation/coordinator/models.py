@@ -25,6 +25,8 @@ class UploadStart(BaseModel):
 
 class ApprovalBody(BaseModel):
     status: str = Field(pattern=r"^(pending|approved|rejected)$")
+    # why a site declines (a reason class such as "its data set is under another contract")
+    reason: str | None = Field(default=None, max_length=300, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
 class ReplyBody(BaseModel):

@@ -92,6 +92,16 @@ job_sites = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# why a site declined a job, in its own words (a reason class, never patient data); a table of
+# its own so that databases made before it need no migration
+job_site_reasons = Table(
+    "job_site_reasons",
+    metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("site", String(64), primary_key=True),
+    Column("reason", Text, nullable=False),
+)
+
 tasks = Table(
     "tasks",
     metadata,

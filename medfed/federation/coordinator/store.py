@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 from medfed.federation.coordinator.schema import (
     audit,
+    job_site_reasons,
     job_sites,
     jobs,
     metadata,
@@ -409,7 +410,11 @@ class Store:
 
     # -- approvals ------------------------------------------------------------------------
 
-    def set_approval(self, job_id: str, site: str, approval: str) -> None:
+    def set_approval(
+        self, job_id: str, site: str, approval: str, reason: str | None = None
+    ) -> None:
+        """A site's decision on a job; ``reason`` (a declined job's) replaces the last one."""
+
         def approve(c: Connection) -> None:
             res = c.execute(
                 update(job_sites)
@@ -422,6 +427,10 @@ class Store:
                         job_id=job_id, site=site, approval=approval, updated_at=time.time()
                     )
                 )
+            mine = and_(job_site_reasons.c.job_id == job_id, job_site_reasons.c.site == site)
+            c.execute(delete(job_site_reasons).where(mine))
+            if reason and approval == "rejected":
+                c.execute(insert(job_site_reasons).values(job_id=job_id, site=site, reason=reason))
 
         self._tx_retry(approve)
 
@@ -429,6 +438,14 @@ class Store:
         with self._tx() as c:
             rows = c.execute(select(job_sites).where(job_sites.c.job_id == job_id)).all()
         return {r._mapping["site"]: r._mapping["approval"] for r in rows}
+
+    def decline_reasons(self, job_id: str) -> dict[str, str]:
+        """Why each site that declined the job did so (the sites that said)."""
+        with self._tx() as c:
+            rows = c.execute(
+                select(job_site_reasons).where(job_site_reasons.c.job_id == job_id)
+            ).all()
+        return {r._mapping["site"]: r._mapping["reason"] for r in rows}
 
     # -- tasks ------------------------------------------------------------------------------
 

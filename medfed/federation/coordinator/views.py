@@ -67,6 +67,7 @@ def job_view(store: Store, job_id: str) -> dict[str, Any]:
         "params_sha256": job.params_sha256,
         "config": job.config,
         "sites": approvals,
+        "declined": store.decline_reasons(job_id),  # each declining site's own reason
         "pending_sites": pending,
         "rounds_detail": [
             {"round": r["round"], "params_sha256": r["params_sha256"], **r["summary"]}

@@ -36,7 +36,6 @@ from medfed.federation.identity.kits import Kit
 from medfed.federation.node.checks import (
     NotFinite,
     ProtocolError,
-    data_mismatch,
 )
 from medfed.federation.node.checks import (
     checked_id as _checked_id,
@@ -53,6 +52,7 @@ from medfed.federation.node.checks import (
 from medfed.federation.node.checks import (
     permanent as _permanent,
 )
+from medfed.federation.node.gate import refusal
 from medfed.federation.node.outbox import Outbox, Waiting
 from medfed.federation.node.privacy import (
     JobProtection,
@@ -256,19 +256,16 @@ class NodeAgent:
         )
         request_id = approval_id(sha, terms)
         decision = _value(status)
-        if self.settings.require:
-            try:  # the steward's minimum protection: a job without it is declined at once
-                check_required(self.settings.require, job_privacy(job.get("privacy")))
-            except MedfedError as exc:
-                if self._reported.get(job_id) != "rejected":
-                    self._say(f"job {job_id} declined: {exc}")
-                decision = "rejected"
-        mismatch = data_mismatch(
-            job.get("data_spec"), dataset=self.dataset, contract_sha256=self.contract_sha256
+        # the steward's minimum protection, the data the job needs: declined at once if not met
+        refused = refusal(
+            job,
+            require=self.settings.require,
+            dataset=self.dataset,
+            contract_sha256=self.contract_sha256,
         )
-        if mismatch is not None:  # declined whatever the steward says: it could not train
+        if refused is not None:
             if self._reported.get(job_id) != "rejected":
-                self._say(f"job {job_id} declined: {mismatch}")
+                self._say(f"job {job_id} declined: {refused.said}")
             decision = "rejected"
         if self.settings.auto_approve and decision == "pending":
             self.approvals.approve(request_id, by="auto-approve (development mode)")
@@ -281,7 +278,16 @@ class NodeAgent:
                 f"medfed node pending, then medfed node approve {request_id[:12]}"
             )
         if job.get("approval") != decision and self._reported.get(job_id) != decision:
-            self.client.post_json(f"/v1/jobs/{job_id}/approval", {"status": decision})
+            body = {"status": decision}
+            if decision == "rejected":
+                body["reason"] = (
+                    refused.reason
+                    if refused is not None
+                    else "the site's privacy budget cannot pay for this job"
+                    if job_id in self._declined
+                    else "the data steward declined it"
+                )
+            self.client.post_json(f"/v1/jobs/{job_id}/approval", body)
             self._reported[job_id] = decision
             if decision == "approved":
                 self._say(f"job {job_id} approved: this site takes part")

@@ -22,7 +22,6 @@ __all__ = [
     "checked_id",
     "checked_sha256",
     "checked_task",
-    "data_mismatch",
     "not_finite",
     "permanent",
 ]
@@ -120,26 +119,3 @@ def _finite(value: Any) -> bool:
         return math.isfinite(value)
     except (TypeError, ValueError):
         return False
-
-
-def data_mismatch(data_spec: Any, *, dataset: str, contract_sha256: str | None) -> str | None:
-    """Why a job cannot train on the data set this node serves, or None.
-
-    A job that names a data contract runs only where the data set is registered under that
-    very contract (same sha256) and name; a job without one is not checked here.
-    """
-    if not isinstance(data_spec, dict) or data_spec.get("contract_sha256") is None:
-        return None
-    wanted = data_spec.get("contract_sha256")
-    title = data_spec.get("contract")
-    title = title if isinstance(title, str) else "?"
-    if wanted != contract_sha256:
-        held = "no contract" if contract_sha256 is None else f"contract {contract_sha256[:12]}…"
-        return (
-            f"the job expects data under {title[:100]} ({str(wanted)[:12]}…), but {dataset!r} "
-            f"is served here under {held}"
-        )
-    if data_spec.get("data") not in (None, dataset):
-        named = str(data_spec.get("data"))[:64]
-        return f"the job names data set {named!r}; this node serves {dataset!r}"
-    return None

@@ -70,9 +70,10 @@ def router(ctx: ApiContext) -> APIRouter:
         job = store.job(job_id)
         if job is None:
             raise refuse(p, 404, "job.approval", job_id, "no such job")
-        store.set_approval(job_id, p.name, body.status)
+        store.set_approval(job_id, p.name, body.status, body.reason)
+        detail = body.status if not body.reason else f"{body.status}: {body.reason}"
         store.audit(
-            principal=p.name, role=p.role, action="job.approval", target=job_id, detail=body.status
+            principal=p.name, role=p.role, action="job.approval", target=job_id, detail=detail
         )
         notify()
         return {"job_id": job_id, "site": p.name, "status": body.status}
