@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import ssl
 import subprocess
@@ -20,9 +21,21 @@ SITES = ("academic-centre", "community-north", "oncology-clinic")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free 127.0.0.1 port for a coordinator process that binds it later (after provisioning).
+
+    Not from the kernel's ephemeral range, where any outgoing connection or ``bind(0)`` of the
+    other pytest-xdist worker could take it in the meantime: each worker draws from its own
+    block of 1000 ports below 32768 (``PYTEST_XDIST_WORKER`` is ``gw0``, ``gw1``, ...)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = 20000 + 1000 * (int(worker) % 12 if worker.isdigit() else 0)
+    for port in random.sample(range(base, base + 1000), 1000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {base}..{base + 999}")
 
 
 def medfed(*args: str, timeout: float = 180, **kwargs) -> subprocess.CompletedProcess[str]:
