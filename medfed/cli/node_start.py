@@ -107,7 +107,7 @@ def start(
         raise DataError(f"{kit} is a {k.role} kit; a node needs a site kit")
     state_dir = state or kit / "state"
     registry = DatasetRegistry.in_state(state_dir)
-    contract_sha256 = None
+    contract_sha256 = data_problem = None
     if registry.has(data_name):  # registered by the data steward: served as registered
         given = [
             f
@@ -126,6 +126,12 @@ def start(
             )
         served = registry.load(data_name)
         data, spec, contract_sha256 = served.data, served.spec, served.entry.contract_sha256
+        if served.report is not None and not served.report.passed:
+            data_problem = served.report.summary()
+            warn(
+                f"{data_name} {served.report}\nThis node declines every job until the data "
+                f"pass (medfed node dataset check {data_name}); jobs hear only the rules broken."
+            )
     else:
         dataset = site_dataset(
             data_name, sites=sites, data_dir=data_dir, seed=data_seed, options=options
@@ -164,6 +170,7 @@ def start(
         dataset=data_name,
         kit=k,
         contract_sha256=contract_sha256,
+        data_problem=data_problem,
     )
     agent.lock()  # one node per state folder: a second one is refused here, before it serves
     err.print(

@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import tomli_w
 
 from medfed.data.base import DataSpec, SiteData
@@ -172,6 +173,8 @@ class DatasetRegistry:
             added_at=time.time(),
         )
         served = self._load(entry)
+        if served.report is not None and not served.report.passed:
+            raise DataError(f"{source} {served.report}")  # the steward sees every rule broken
         entries[name] = entry
         self._write(entries)
         return served
@@ -185,28 +188,42 @@ class DatasetRegistry:
             (self.folder / f"{name}{suffix}").unlink(missing_ok=True)
 
     def load(self, name: str) -> ServedData:
-        """The registered data set, read and checked now (the files may have changed)."""
+        """The registered data set, read and checked now (the files may have changed).
+
+        A data set that no longer passes its contract comes back without records
+        (``data.num_train == 0``) and with the :attr:`ServedData.report` that says why: the
+        node then declines every job with that reason instead of training on it.
+        """
         return self._load(self.get(name))
 
     def _load(self, entry: RegisteredDataset) -> ServedData:
-        dataset = load_data_file(self.folder / f"{entry.name}.toml")
-        if len(dataset.sites) != 1:
-            raise DataError(
-                f"{entry.path} holds {len(dataset.sites)} sites ({', '.join(dataset.site_names)}); "
-                "a node serves one: give the data set file of this hospital only"
-            )
         contract = None if entry.contract is None else read_contract(entry.contract)
         if contract is not None and contract.sha256 != entry.contract_sha256:
             raise DataError(
                 f"the registered contract {entry.contract} changed since it was registered; "
                 "register the data set again"
             )
-        return ServedData(entry, dataset.sites[0], dataset.spec, contract, None)
+        report = None if contract is None else self._check(entry, contract)
+        if contract is not None and report is not None and not report.passed:
+            spec = contract.spec()
+            empty = np.zeros((0, *spec.input_shape), np.float32)
+            labels = np.zeros((0, 2) if len(contract.outcome) == 2 else 0, np.float64)
+            data = SiteData(entry.name, empty, labels, empty, labels, "fails its contract")
+            return ServedData(entry, data, spec, contract, report)
+        dataset = load_data_file(self.folder / f"{entry.name}.toml")
+        if len(dataset.sites) != 1:
+            raise DataError(
+                f"{entry.path} holds {len(dataset.sites)} sites ({', '.join(dataset.site_names)}); "
+                "a node serves one: give the data set file of this hospital only"
+            )
+        return ServedData(entry, dataset.sites[0], dataset.spec, contract, report)
 
     def check(self, name: str, contract: str | Path | None = None) -> ContractReport:
         """Every rule of the registered (or the given) contract on the data set's tables."""
         entry = self.get(name)
-        chosen = read_contract(contract if contract is not None else _need(entry))
+        return self._check(entry, read_contract(contract if contract is not None else _need(entry)))
+
+    def _check(self, entry: RegisteredDataset, contract: DataContract) -> ContractReport:
         source = read_source(self.folder / f"{entry.name}.toml")
         tables = [s.train for s in source.sites] + [s.test for s in source.sites if s.test]
         if source.file is not None:
@@ -214,10 +231,10 @@ class DatasetRegistry:
         problems: list[Problem] = []
         rows = 0
         for table in tables:
-            report = chosen.check(read_table(table))
+            report = contract.check(read_table(table))
             problems.extend(report.problems)
             rows += report.rows
-        return ContractReport(chosen.title, tuple(problems), rows=rows)
+        return ContractReport(contract.title, tuple(problems), rows=rows)
 
 
 def _need(entry: RegisteredDataset) -> str:

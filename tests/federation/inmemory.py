@@ -113,13 +113,15 @@ class InMemoryFederation:
         """
         kit = self.live.kit(site)
         state_dir = state or self.live.kits / "sites" / site / "state"
-        contract_sha256 = None
+        contract_sha256 = data_problem = None
         if dataset is None:
             bundled = load_dataset(DATA)
             data, spec = bundled.site(site), bundled.spec
         else:  # registered at this node (medfed node dataset add), as `node start` serves it
             served = DatasetRegistry.in_state(state_dir).load(dataset)
             data, spec, contract_sha256 = served.data, served.spec, served.entry.contract_sha256
+            if served.report is not None and not served.report.passed:
+                data_problem = served.report.summary()
         client = self.live.new_client(site)
         node: Node
         agent = NodeAgent(
@@ -138,6 +140,7 @@ class InMemoryFederation:
             dataset=dataset or DATA,
             kit=kit,
             contract_sha256=contract_sha256,
+            data_problem=data_problem,
         )
 
         def serve() -> None:

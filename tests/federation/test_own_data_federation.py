@@ -3,8 +3,8 @@ registered under the federation's data contract; a job names the data set and th
 
 The tables are the bundled breast-cancer hospitals (real patients) written as one CSV per
 hospital; the researcher's machine holds no patient data: the job's input comes from the
-contract. A node whose data set is registered under another version of the contract
-declines the job, and the others finish it.
+contract. A node whose data set is registered under another version of the contract, or
+whose data no longer pass it, declines the job with the reason, and the others finish it.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ def _contract(features: tuple[str, ...], version: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_nodes_serve_registered_tables_and_a_job_runs_on_the_contract(
-    inmemory_federation: InMemoryFederation, tmp_path: Path
-) -> None:
-    fed = inmemory_federation
+def _register_and_start(fed: InMemoryFederation, tmp_path: Path, *, third: str) -> JobConfig:
+    """Each hospital's table registered as bc-own under contract v1 and its node started; the
+    third hospital's ``third``: "v2" (registered under another version) or "broken" (its
+    table re-exported after registration with values v1 forbids). Returns the job on bc-own
+    under v1."""
     bundled = load_dataset("breast-cancer")
     features = bundled.spec.feature_names
     (tmp_path / "v1.toml").write_text(_contract(features, "1"))
@@ -53,16 +54,18 @@ def test_nodes_serve_registered_tables_and_a_job_runs_on_the_contract(
         table["diagnosis"] = np.where(y == 1, "malignant", "benign")
         table.to_csv(tmp_path / f"{site}.csv", index=False)
         state = fed.live.kits / "sites" / site / "state"
-        contract = tmp_path / ("v2.toml" if i == 2 else "v1.toml")  # the third: another version
+        contract = tmp_path / ("v2.toml" if i == 2 and third == "v2" else "v1.toml")
         DatasetRegistry.in_state(state).add(
             "bc-own", tmp_path / f"{site}.csv", contract=contract, by="steward"
         )
+        if i == 2 and third == "broken":
+            table.loc[[3, 4], features[0]] = 99.0
+            table.to_csv(tmp_path / f"{site}.csv", index=False)
         fed.start_node(site, dataset="bc-own")
-
     contract = read_contract(tmp_path / "v1.toml")
     spec = contract.spec()
     assert spec.input_shape == bundled.spec.input_shape  # the example task fits it
-    config = JobConfig.from_json(
+    return JobConfig.from_json(
         {
             "rounds": 2,
             "strategy": {"min_sites": 2},
@@ -77,6 +80,13 @@ def test_nodes_serve_registered_tables_and_a_job_runs_on_the_contract(
             },
         }
     )
+
+
+def test_nodes_serve_registered_tables_and_a_job_runs_on_the_contract(
+    inmemory_federation: InMemoryFederation, tmp_path: Path
+) -> None:
+    fed = inmemory_federation
+    config = _register_and_start(fed, tmp_path, third="v2")
     job_id = submit_config(fed.live, config, name="own-data")["id"]
     view = fed.wait_for_job(job_id, timeout=180)
     assert view["status"] == "complete", (view, fed.logs())
@@ -96,3 +106,18 @@ def test_nodes_serve_registered_tables_and_a_job_runs_on_the_contract(
     labels = np.concatenate(held)
     majority = max(labels.mean(), 1 - labels.mean())
     assert view["rounds_detail"][-1]["evaluate"]["accuracy"] > majority, view["rounds_detail"]
+
+
+def test_a_site_whose_data_fail_the_contract_is_left_out_with_the_rules_it_breaks(
+    inmemory_federation: InMemoryFederation, tmp_path: Path
+) -> None:
+    fed = inmemory_federation
+    config = _register_and_start(fed, tmp_path, third="broken")
+    job_id = submit_config(fed.live, config, name="own-data")["id"]
+    view = fed.wait_for_job(job_id, timeout=180)
+    assert view["status"] == "complete", (view, fed.logs())
+    assert all(sorted(r["trained"]) == sorted(SITES[:2]) for r in view["rounds_detail"])
+    reason = view["declined"][SITES[2]]
+    rule = "column 'mean radius': must be at most 50, 2 row(s)"
+    assert reason.startswith("the site's data fail the data contract") and rule in reason
+    assert "data rows" not in reason  # which patients stays at the site

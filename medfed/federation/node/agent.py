@@ -113,7 +113,8 @@ class NodeAgent:
     on_event: Callable[[str], None] = lambda message: None
     dataset: str = ""  # the data set's name: its privacy budget is kept under it
     kit: Kit | None = None  # the site's kit: its identity key signs secure aggregation
-    contract_sha256: str | None = None  # the data contract the served data set passed
+    contract_sha256: str | None = None  # the data contract the served data set is under
+    data_problem: str | None = None  # how the served data fail that contract (jobs declined)
     _jobs: dict[str, _JobContext] = field(default_factory=dict)
     # DP jobs approved here: their budget reserved before any task (see _afford), or declined
     _reserved: dict[str, JobProtection] = field(default_factory=dict)
@@ -262,6 +263,7 @@ class NodeAgent:
             require=self.settings.require,
             dataset=self.dataset,
             contract_sha256=self.contract_sha256,
+            data_problem=self.data_problem,
         )
         if refused is not None:
             if self._reported.get(job_id) != "rejected":

@@ -23,9 +23,22 @@ class Refusal:
 
 
 def refusal(
-    job: dict[str, Any], *, require: frozenset[str], dataset: str, contract_sha256: str | None
+    job: dict[str, Any],
+    *,
+    require: frozenset[str],
+    dataset: str,
+    contract_sha256: str | None,
+    data_problem: str | None = None,
 ) -> Refusal | None:
-    """Why this node cannot take part in ``job``, or None."""
+    """Why this node cannot take part in ``job``, or None.
+
+    ``data_problem``: the served data set fails its contract (the summary of
+    :meth:`~medfed.data.contract.ContractReport.summary`: columns, rules and row counts, never
+    a row); every job is then declined with it.
+    """
+    if data_problem is not None:
+        reason = f"the site's data fail the data contract: {data_problem}"
+        return Refusal(reason, reason[:300])
     if require:
         try:
             check_required(require, job_privacy(job.get("privacy")))
