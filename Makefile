@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(BIN)/ruff check medfed tests benchmarks examples
 	$(BIN)/mypy medfed
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not alone"
+	$(BIN)/python -m pytest -m alone
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check medfed tests benchmarks examples

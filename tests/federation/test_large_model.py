@@ -32,7 +32,8 @@ from medfed.federation.transfer.client import client_for_kit
 from tests.federation.conftest import free_port
 from tests.federation.server import SITES, write_consortium
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+# its memory bound does not hold with another worker competing for the CPU: run alone
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.alone]
 
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
