@@ -35,8 +35,7 @@ def provision(consortium: Path, out: Path | None, add: str | None, role: str | N
     from rich import box
     from rich.table import Table
 
-    from medfed.cli.console import out as console
-    from medfed.cli.console import text, warn
+    from medfed.cli.console import out as console, text, warn
     from medfed.federation.identity import pki
 
     if (add is None) != (role is None):

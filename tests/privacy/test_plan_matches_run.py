@@ -13,8 +13,7 @@ import warnings
 
 import dp_accounting
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import medfed
 from medfed.errors import ConfigError

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from medfed.data.base import DataSpec, TaskKind
 from medfed.site.losses import BinaryLogitLoss, CoxPHLoss, cox_ph_loss, loss_for

@@ -23,8 +23,15 @@ from fastapi import APIRouter, FastAPI
 from medfed.federation.coordinator.auth import Gate
 from medfed.federation.coordinator.blobs import BlobStore
 from medfed.federation.coordinator.models import ApiSettings
-from medfed.federation.coordinator.routes import admin, health, jobs, replies, secagg, work
-from medfed.federation.coordinator.routes import blobs as blob_routes
+from medfed.federation.coordinator.routes import (
+    admin,
+    blobs as blob_routes,
+    health,
+    jobs,
+    replies,
+    secagg,
+    work,
+)
 from medfed.federation.coordinator.routes.context import ApiContext
 from medfed.federation.coordinator.store import Store
 

@@ -36,20 +36,10 @@ from medfed.federation.identity.kits import Kit
 from medfed.federation.node.checks import (
     NotFinite,
     ProtocolError,
-)
-from medfed.federation.node.checks import (
     checked_id as _checked_id,
-)
-from medfed.federation.node.checks import (
     checked_sha256 as _checked_sha256,
-)
-from medfed.federation.node.checks import (
     checked_task as _checked_task,
-)
-from medfed.federation.node.checks import (
     not_finite as _not_finite,
-)
-from medfed.federation.node.checks import (
     permanent as _permanent,
 )
 from medfed.federation.node.gate import refusal
