@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from medfed.cli.simulate import DATA_OPTIONS
+
 
 @click.group()
 def data() -> None:
@@ -41,13 +43,7 @@ def list_(show_options: bool) -> None:
 @click.argument("name")
 @click.option("--out", "out_dir", required=True, help="Folder to write (created).")
 @click.option("--sites", type=int, default=None, help="Number of sites (where the data allow).")
-@click.option(
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Data set option, e.g. --option alpha=0.3 (repeatable).",
-)
+@DATA_OPTIONS
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of generated data.")
 def export(name: str, out_dir: str, sites: int | None, options: tuple[str, ...], seed: int) -> None:
     """Write a bundled tabular data set as CSV files per site, with its data set file.

@@ -16,6 +16,16 @@ if TYPE_CHECKING:
     from medfed.orchestration.simulation import Simulation, SimulationResult
 
 
+DATA_OPTIONS = click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Data set option, e.g. --option alpha=0.3 (repeatable).",
+)
+"""``--option KEY=VALUE``: a data set's own knobs (`medfed simulate`, `medfed data export`)."""
+
+
 def _demo_config(out: str, rounds: int | None, backend: str | None) -> RunConfig:
     from medfed.config import config_from_dict
 
@@ -71,13 +81,7 @@ def demo(out: str, rounds: int | None, backend: str | None) -> None:
     "--data-dir", default=None, help="Folder of a data set that is not bundled (tcga-brca)."
 )
 @click.option("--sites", type=int, default=None, help="Number of simulated sites.")
-@click.option(
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Data set option, e.g. --option alpha=0.3 (repeatable).",
-)
+@DATA_OPTIONS
 @click.option("--rounds", type=int, default=None, help="Rounds of federated training.")
 @click.option(
     "--seed", type=int, default=None, help="Seed: the same seed repeats a run bit for bit."
