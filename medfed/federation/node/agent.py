@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from medfed.config import TrainSettings
-from medfed.data.base import DataSpec, SiteData
+from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import MedfedError, UsageError
 from medfed.federation.identity.kits import Kit
 from medfed.federation.node.checks import (
@@ -578,6 +578,15 @@ class NodeAgent:
         got = self.client.get_json(f"/v1/jobs/{job_id}/certificates?sites={','.join(names)}")
         certificates = got.get("certificates") if isinstance(got, dict) else None
         return certificates if isinstance(certificates, dict) else {}
+
+
+def spec_from_json(raw: dict[str, Any]) -> DataSpec:
+    """A job's data spec as the node builds its model for it (the benchmarks' nodes use it)."""
+    return DataSpec(
+        kind=TaskKind(raw["kind"]),
+        input_shape=tuple(raw["input_shape"]),
+        n_classes=int(raw.get("n_classes", 2)),
+    )
 
 
 def _value(status: Any) -> str:
