@@ -4,10 +4,13 @@ Labels follow one convention per task kind:
 
 - ``binary`` / ``multiclass``: ``y`` is an int64 vector of class indices ``0..k-1``;
 - ``survival``: ``y`` is a float64 ``(n, 2)`` matrix whose columns are ``time`` and ``event``
-  (1 = event observed, 0 = censored).
+  (1 = event observed, 0 = censored);
+- ``regression``: ``y`` is a float32 vector of targets (e.g. length of stay in days);
+- ``segmentation``: ``y`` is an int64 mask of class indices ``0..k-1`` per pixel (voxel),
+  ``(n, height, width)`` or ``(n, depth, height, width)``; 0 is background.
 
 Features are float32: ``(n, n_features)`` for tabular data, ``(n, channels, height, width)``
-for images.
+for images and ``(n, channels, depth, height, width)`` for volumes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ class TaskKind(enum.StrEnum):
     BINARY = "binary"
     MULTICLASS = "multiclass"
     SURVIVAL = "survival"
+    REGRESSION = "regression"
+    SEGMENTATION = "segmentation"
 
 
 @dataclass(frozen=True)
