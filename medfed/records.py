@@ -135,6 +135,7 @@ class Operation(enum.StrEnum):
     TRAIN = "train"
     EVALUATE = "evaluate"
     SECAGG = "secagg"  # one stage of secure aggregation (the stage is in the message)
+    STATS = "stats"  # federated statistics, no training (the query is in the message)
 
 
 @dataclass(frozen=True, slots=True)
