@@ -37,6 +37,7 @@ def _register() -> None:
     from medfed.cli import (
         coordinator,
         data,
+        data_contract,
         doctor,
         job,
         node,
@@ -50,6 +51,7 @@ def _register() -> None:
 
     cli.add_command(simulate.demo)
     cli.add_command(simulate.simulate)
+    data.data.add_command(data_contract.contract)
     cli.add_command(data.data)
     cli.add_command(provision.provision)
     cli.add_command(coordinator.coordinator)
