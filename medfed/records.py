@@ -142,7 +142,10 @@ class Operation(enum.StrEnum):
 class Metrics:
     """What a site measured. Every field is typed; ``extra`` holds a task's own metrics.
 
-    ``None`` means "not measured" (a survival task has no accuracy), never zero.
+    ``None`` means "not measured" (a survival task has no accuracy), never zero. Which
+    fields a kind measures: accuracy and AUROC (classification), ``c_index`` (survival),
+    ``mae`` and ``rmse`` in the target's unit (regression), ``dice`` (segmentation: mean
+    Dice over the foreground classes and images); ``loss`` for all.
     """
 
     num_examples: int = 0
@@ -150,7 +153,15 @@ class Metrics:
     accuracy: float | None = None
     auroc: float | None = None
     c_index: float | None = None
+    mae: float | None = None
+    rmse: float | None = None
+    dice: float | None = None
     extra: Mapping[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def measures() -> tuple[str, ...]:
+        """The names of the typed metric fields (all but ``num_examples`` and ``extra``)."""
+        return tuple(f.name for f in fields(Metrics) if f.name not in ("num_examples", "extra"))
 
     def __post_init__(self) -> None:
         if self.num_examples < 0:
@@ -166,7 +177,11 @@ class Metrics:
 
     @staticmethod
     def weighted_mean(items: Iterable[Metrics]) -> Metrics:
-        """Example-weighted mean of each field over sites; a field no site measured stays None."""
+        """Example-weighted mean of each field over sites; a field no site measured stays None.
+
+        RMSE is combined as the root of the weighted mean of the squares, so the result is the
+        RMSE over all the sites' examples together.
+        """
         items = [m for m in items if m.num_examples > 0]
         total = sum(m.num_examples for m in items)
         if total == 0:
@@ -182,6 +197,12 @@ class Metrics:
             vals = [(getattr(m, name), m.num_examples) for m in items]
             return mean([(v, n) for v, n in vals if v is not None])
 
+        def root_mean_square() -> float | None:
+            # an RMSE over all sites' examples: the weighted mean of the squares, then the root
+            squares = [(m.rmse**2, m.num_examples) for m in items if m.rmse is not None]
+            value = mean(squares)
+            return None if value is None else math.sqrt(value)
+
         extra_keys = sorted({k for m in items for k in m.extra})
         extra = {}
         for key in extra_keys:
@@ -194,6 +215,9 @@ class Metrics:
             accuracy=gather("accuracy"),
             auroc=gather("auroc"),
             c_index=gather("c_index"),
+            mae=gather("mae"),
+            rmse=root_mean_square(),
+            dice=gather("dice"),
             extra=extra,
         )
 

@@ -198,6 +198,9 @@ def metrics_to_json(metrics: Metrics) -> dict[str, Any]:
         "accuracy": metrics.accuracy,
         "auroc": metrics.auroc,
         "c_index": metrics.c_index,
+        "mae": metrics.mae,
+        "rmse": metrics.rmse,
+        "dice": metrics.dice,
         "extra": dict(metrics.extra),
     }
 
@@ -232,6 +235,9 @@ def metrics_from_json(obj: Mapping[str, Any]) -> Metrics:
         accuracy=opt_float("accuracy"),
         auroc=opt_float("auroc"),
         c_index=opt_float("c_index"),
+        mae=opt_float("mae"),
+        rmse=opt_float("rmse"),
+        dice=opt_float("dice"),
         extra={k: json_number(v, f"metric {k!r}") for k, v in extra.items()},
     )
 

@@ -410,7 +410,7 @@ def _train_into(
             if summary is not None:
                 parts = [
                     f"{k} {getattr(summary, k):.3f}"
-                    for k in ("accuracy", "auroc", "c_index")
+                    for k in ("accuracy", "auroc", "c_index", "rmse", "mae", "dice")
                     if getattr(summary, k) is not None
                 ]
                 text = "  ".join(parts)

@@ -16,6 +16,7 @@ for images and ``(n, channels, depth, height, width)`` for volumes.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,21 +35,61 @@ class TaskKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class DataSpec:
-    """The shape of a federation's data: every site shares it (the common protocol)."""
+    """The shape of a federation's data: every site shares it (the common protocol).
+
+    ``n_classes`` counts the classes of classification and segmentation (background
+    included). ``target_center`` and ``target_scale`` are a regression target's typical value
+    and spread, fixed for the consortium like a feature's standardisation: the default
+    regression model predicts ``target_center + target_scale * net(x)`` and the default loss
+    is the squared error in units of ``target_scale``, so training sees targets of size about
+    1 whatever their unit, while predictions, MAE and RMSE stay in the target's own unit
+    (days, points). They are ignored by the other kinds.
+    """
 
     kind: TaskKind
     input_shape: tuple[int, ...]
     n_classes: int = 2
     feature_names: tuple[str, ...] = ()
+    target_center: float = 0.0
+    target_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.target_center) and math.isfinite(self.target_scale)):
+            raise ValueError("target_center and target_scale must be finite")
+        if self.target_scale <= 0:
+            raise ValueError(f"target_scale must be positive, got {self.target_scale}")
+        if self.kind is TaskKind.SEGMENTATION and len(self.input_shape) not in (3, 4):
+            raise ValueError(
+                "segmentation inputs are (channels, height, width) or (channels, depth, "
+                f"height, width), got {self.input_shape}"
+            )
 
     @property
     def n_outputs(self) -> int:
-        """Width of the model's last layer: 1 logit (binary), k logits, or 1 risk score."""
-        return self.n_classes if self.kind is TaskKind.MULTICLASS else 1
+        """Channels of the model's output: 1 logit (binary), k logits (multiclass), 1 risk
+        score (survival), 1 prediction (regression), k class logits per pixel (segmentation).
+        """
+        if self.kind in (TaskKind.MULTICLASS, TaskKind.SEGMENTATION):
+            return self.n_classes
+        return 1
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The model's output for one example: ``(n_outputs,)``, or ``(n_classes, *spatial)``
+        for segmentation (a logit per class and pixel)."""
+        if self.kind is TaskKind.SEGMENTATION:
+            return (self.n_classes, *self.input_shape[1:])
+        return (self.n_outputs,)
 
     @property
     def is_image(self) -> bool:
+        """A 2D image input ``(channels, height, width)`` (volumes: :attr:`is_volume`)."""
         return len(self.input_shape) == 3
+
+    @property
+    def is_volume(self) -> bool:
+        """A 3D volume input ``(channels, depth, height, width)``."""
+        return len(self.input_shape) == 4
 
 
 @dataclass(frozen=True)

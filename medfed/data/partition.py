@@ -28,6 +28,7 @@ import numpy.typing as npt
 __all__ = [
     "dirichlet_class_mix",
     "dirichlet_label_split",
+    "quantile_strata",
     "skewed_sizes",
     "train_test_indices",
 ]
@@ -265,3 +266,24 @@ def _stratum_sizes(counts: IntArray, n_test: int, rng: np.random.Generator) -> I
         excess = np.where(per_class > low, per_class - ideal, -np.inf)
         per_class[order[np.argmax(excess[order])]] -= 1
     return per_class
+
+
+def quantile_strata(values: npt.ArrayLike, *, bins: int = 4) -> IntArray:
+    """Each value's quantile bin ``0..bins-1``: strata for a continuous target.
+
+    :func:`train_test_indices` stratifies by class; a regression target has (almost) no two
+    equal values, so it is stratified by its quantile bin instead, and every test set spans
+    the target's range. Ties stay in one bin; NaN is refused.
+
+    >>> quantile_strata([5.0, 1.0, 3.0, 2.0, 4.0, 6.0, 8.0, 7.0], bins=4).tolist()
+    [2, 0, 1, 0, 1, 2, 3, 3]
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    if np.isnan(v).any():
+        raise ValueError("the values to stratify hold NaN")
+    if v.size == 0:
+        return np.empty(0, np.int64)
+    edges = np.quantile(v, np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    return np.searchsorted(edges, v, side="right").astype(np.int64)

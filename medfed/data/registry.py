@@ -1,7 +1,8 @@
 """The bundled data sets by name: what exists, what each accepts, and loading one.
 
->>> [d.name for d in available_datasets()]
-['breast-cancer', 'lung', 'synthetic-ehr', 'synthetic-imaging', 'tcga-brca']
+>>> [d.name for d in available_datasets()]  # doctest: +NORMALIZE_WHITESPACE
+['breast-cancer', 'diabetes', 'lung', 'synthetic-ehr', 'synthetic-imaging',
+ 'synthetic-segmentation', 'tcga-brca']
 >>> ds = load_dataset("synthetic-ehr", num_sites=3, seed=1, options={"alpha": 0.5})
 >>> ds.site_names
 ['hospital-01', 'hospital-02', 'hospital-03']
@@ -21,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medfed.data import breast_cancer, lung, synthetic_ehr, synthetic_imaging, tcga_brca
+from medfed.data import (
+    breast_cancer,
+    diabetes,
+    lung,
+    synthetic_ehr,
+    synthetic_imaging,
+    synthetic_segmentation,
+    tcga_brca,
+)
 from medfed.data.base import FederatedDataset, TaskKind
 from medfed.data.files import is_data_file, load_data_file
 from medfed.errors import DataError
@@ -71,6 +80,24 @@ def _load_breast_cancer(
     return breast_cancer.load_breast_cancer(num_sites=sites or breast_cancer.DEFAULT_SITES)
 
 
+def _load_diabetes(
+    sites: int | None, _dir: Path | None, _seed: int, _opts: dict[str, Any]
+) -> FederatedDataset:
+    return diabetes.load_diabetes(num_sites=sites or diabetes.DEFAULT_SITES)
+
+
+def _load_segmentation(
+    sites: int | None, _dir: Path | None, seed: int, opts: dict[str, Any]
+) -> FederatedDataset:
+    if sites is not None:
+        per_site = synthetic_segmentation.DEFAULT_PER_SITE
+        default_size = max(synthetic_segmentation.SegmentationOptions.num_images, per_site * sites)
+        opts = {"num_images": default_size, **opts, "num_sites": sites}
+    return synthetic_segmentation.generate_segmentation(
+        seed=seed, options=synthetic_segmentation.SegmentationOptions(**opts)
+    )
+
+
 def _load_lung(
     sites: int | None, _dir: Path | None, _seed: int, opts: dict[str, Any]
 ) -> FederatedDataset:
@@ -105,6 +132,7 @@ def _load_tcga(
 
 _EHR = synthetic_ehr.EhrOptions()
 _IMG = synthetic_imaging.ImagingOptions()
+_SEG = synthetic_segmentation.SegmentationOptions()
 
 _REGISTRY: dict[str, tuple[DatasetInfo, _Loader]] = {
     "breast-cancer": (
@@ -119,6 +147,19 @@ _REGISTRY: dict[str, tuple[DatasetInfo, _Loader]] = {
             needs_data_dir=False,
         ),
         _load_breast_cancer,
+    ),
+    "diabetes": (
+        DatasetInfo(
+            name="diabetes",
+            kind=TaskKind.REGRESSION,
+            description="diabetes progression after one year (442 patients, regression) in "
+            "2–6 invented hospitals that differ in size, age, body-mass index and sex",
+            real=True,
+            sites=diabetes.DEFAULT_SITES,
+            fixed_sites=False,
+            needs_data_dir=False,
+        ),
+        _load_diabetes,
     ),
     "lung": (
         DatasetInfo(
@@ -192,6 +233,34 @@ _REGISTRY: dict[str, tuple[DatasetInfo, _Loader]] = {
             ),
         ),
         _load_imaging,
+    ),
+    "synthetic-segmentation": (
+        DatasetInfo(
+            name="synthetic-segmentation",
+            kind=TaskKind.SEGMENTATION,
+            description="generated scans (2D slices or 3D volumes) with a tumour mask to "
+            "segment, each site with its own scanner (intensity, contrast, noise)",
+            real=False,
+            sites=_SEG.num_sites,
+            fixed_sites=False,
+            needs_data_dir=False,
+            options=(
+                OptionInfo(
+                    "num_images",
+                    int,
+                    _SEG.num_images,
+                    "scans in all sites (at least "
+                    f"{synthetic_segmentation.DEFAULT_PER_SITE} per site by default)",
+                ),
+                OptionInfo("image_size", int, _SEG.image_size, "side in pixels (16–64)"),
+                OptionInfo("volume", bool, _SEG.volume, "true = 3D volumes, false = 2D slices"),
+                OptionInfo("depth", int, _SEG.depth, "slices of a volume (8–32)"),
+                OptionInfo("tumour_rate", float, _SEG.tumour_rate, "share of scans with a tumour"),
+                OptionInfo("scanner_shift", float, _SEG.scanner_shift, "0 = identical scanners"),
+                OptionInfo("size_skew", float, _SEG.size_skew, "0 = equal site sizes"),
+            ),
+        ),
+        _load_segmentation,
     ),
     "tcga-brca": (
         DatasetInfo(

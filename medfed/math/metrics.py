@@ -1,11 +1,12 @@
-"""Evaluation metrics as pure numpy functions: accuracy, AUROC, concordance index."""
+"""Evaluation metrics as pure numpy functions: accuracy, AUROC, concordance index, MAE, RMSE
+and Dice."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["accuracy", "auroc", "concordance_index"]
+__all__ = ["accuracy", "auroc", "concordance_index", "dice", "dice_scores", "mae", "rmse"]
 
 FloatArray = npt.NDArray[np.floating]
 
@@ -96,3 +97,82 @@ def concordance_index(
         concordant += float(((ri > r[None, :]) & comp).sum())
         concordant += 0.5 * float(((ri == r[None, :]) & comp).sum())
     return concordant / comparable if comparable else None
+
+
+def _errors(targets: npt.ArrayLike, predicted: npt.ArrayLike) -> FloatArray:
+    t = np.asarray(targets, dtype=np.float64).reshape(-1)
+    p = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    if t.shape != p.shape:
+        raise ValueError(f"targets {t.shape} and predictions {p.shape} differ in length")
+    return p - t
+
+
+def mae(*, targets: npt.ArrayLike, predicted: npt.ArrayLike) -> float | None:
+    """Mean absolute error, in the target's unit; None for an empty set.
+
+    >>> mae(targets=[1.0, 2.0, 4.0], predicted=[2.0, 2.0, 1.0])
+    1.3333333333333333
+    """
+    err = _errors(targets, predicted)
+    return float(np.mean(np.abs(err))) if err.size else None
+
+
+def rmse(*, targets: npt.ArrayLike, predicted: npt.ArrayLike) -> float | None:
+    """Root mean squared error, in the target's unit; None for an empty set.
+
+    >>> rmse(targets=[1.0, 2.0, 4.0], predicted=[2.0, 2.0, 1.0])
+    1.8257418583505538
+    """
+    err = _errors(targets, predicted)
+    return float(np.sqrt(np.mean(err**2))) if err.size else None
+
+
+def dice_scores(*, labels: npt.ArrayLike, predicted: npt.ArrayLike, n_classes: int) -> FloatArray:
+    """Dice overlap ``2|A∩B| / (|A| + |B|)`` per image and foreground class.
+
+    ``labels`` and ``predicted`` are integer masks of the same shape ``(n, *spatial)``
+    with class indices ``0..n_classes-1`` (0 = background). Returns an
+    ``(n, n_classes - 1)`` array; an entry is NaN where the class is in neither the truth
+    nor the prediction of that image: there is no overlap to measure, and counting it as 1
+    would reward a model for the images that have no tumour rather than for finding the
+    tumours.
+
+    >>> truth = np.array([[[0, 1, 1, 0]], [[0, 0, 0, 0]]])
+    >>> guess = np.array([[[0, 1, 0, 0]], [[0, 0, 0, 0]]])
+    >>> dice_scores(labels=truth, predicted=guess, n_classes=2).round(3).tolist()
+    [[0.667], [nan]]
+    """
+    y = np.asarray(labels)
+    p = np.asarray(predicted)
+    if y.shape != p.shape:
+        raise ValueError(f"label masks {y.shape} and predicted masks {p.shape} differ in shape")
+    if n_classes < 2:
+        raise ValueError(f"segmentation needs background and 1+ classes, not {n_classes}")
+    n = y.shape[0] if y.ndim else 0
+    y = y.reshape(n, -1)
+    p = p.reshape(n, -1)
+    out = np.empty((n, n_classes - 1), dtype=np.float64)
+    for k in range(1, n_classes):
+        truth, guess = y == k, p == k
+        overlap = np.count_nonzero(truth & guess, axis=1)
+        total = np.count_nonzero(truth, axis=1) + np.count_nonzero(guess, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, k - 1] = np.where(total > 0, 2.0 * overlap / total, np.nan)
+    return out
+
+
+def dice(*, labels: npt.ArrayLike, predicted: npt.ArrayLike, n_classes: int) -> float | None:
+    """Mean Dice over images and foreground classes (:func:`dice_scores`, NaNs left out);
+    None when no image holds a foreground class in its truth or its prediction.
+
+    An all-background prediction scores 0 on every image with a tumour:
+
+    >>> truth = np.array([[[0, 1, 1, 0]], [[0, 0, 0, 0]]])
+    >>> dice(labels=truth, predicted=np.zeros_like(truth), n_classes=2)
+    0.0
+    >>> dice(labels=truth, predicted=truth, n_classes=2)
+    1.0
+    """
+    scores = dice_scores(labels=labels, predicted=predicted, n_classes=n_classes)
+    measured = scores[~np.isnan(scores)]
+    return float(measured.mean()) if measured.size else None

@@ -56,6 +56,9 @@ METRIC_COLUMNS = (
     "accuracy",
     "auroc",
     "c_index",
+    "mae",
+    "rmse",
+    "dice",
     "seconds",
     "error",
     "epsilon",  # ε so far at δ: the run's (client-level DP) or a site's own (DP-SGD)

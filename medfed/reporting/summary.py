@@ -9,11 +9,24 @@ from medfed.records import Metrics
 
 __all__ = ["comparison_table", "summary_dict", "summary_markdown"]
 
-_PRIMARY = ("accuracy", "auroc", "c_index")
+_PRIMARY = ("accuracy", "auroc", "c_index", "rmse", "mae", "dice")
+"""The headline metrics in the order they are shown: accuracy and AUROC (classification), the
+C-index (survival), RMSE then MAE (regression: RMSE first, as it is what the loss minimises
+and it weighs the large misses a clinician cares about), Dice (segmentation)."""
+_LABELS = {
+    "accuracy": "accuracy",
+    "auroc": "AUROC",
+    "c_index": "C-index",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "dice": "Dice",
+}
+_LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 
 
 def _metric_names(result: SimulationResult) -> list[str]:
-    """The headline metrics this run measured (accuracy and AUROC, or the C-index)."""
+    """The headline metrics this run measured (accuracy and AUROC, the C-index, RMSE and MAE,
+    or Dice), whichever the task's kind measures."""
     last = result.history[-1].eval_summary if result.history else None
     if last is None:
         return []
@@ -91,7 +104,7 @@ def comparison_rows(result: SimulationResult) -> tuple[list[str], list[list[str]
     names = _metric_names(result)
     header = ["site", "test patients"]
     for name in names:
-        label = {"accuracy": "accuracy", "auroc": "AUROC", "c_index": "C-index"}[name]
+        label = _LABELS[name]
         header += [f"{label} fed", f"{label} local", f"{label} pooled"]
     rows: list[list[str]] = []
     comp: list[Comparison] = result.comparison
@@ -116,6 +129,14 @@ def comparison_rows(result: SimulationResult) -> tuple[list[str], list[list[str]
     return header, rows
 
 
+def _lower_note(result: SimulationResult, before: str) -> str:
+    """Say which shown metrics are errors (lower is better), if any."""
+    lower = [_LABELS[n] for n in _metric_names(result) if n in _LOWER_IS_BETTER]
+    if not lower:
+        return ""
+    return f"{before}{' and '.join(lower)}: lower is better, in the target's unit"
+
+
 def comparison_table(result: SimulationResult) -> Any:
     """A Rich table of the comparison (imported lazily: rich is only needed by the CLI)."""
     from rich import box
@@ -125,7 +146,7 @@ def comparison_table(result: SimulationResult) -> Any:
     table = Table(
         title="Each hospital's own held-out patients",
         caption="fed = federated · local = hospital alone · pooled = all records together"
-        "\nn = held-out test patients",
+        "\nn = held-out test patients" + _lower_note(result, "\n"),
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
@@ -192,6 +213,6 @@ def summary_markdown(
             "",
             "Local-only: the site trains alone with the same trainer, rounds and epochs. Pooled: "
             "one model trained on all sites' training records together (not possible in practice; "
-            "the reference a federation tries to reach).",
+            "the reference a federation tries to reach)." + _lower_note(result, " "),
         ]
     return "\n".join(lines) + "\n"

@@ -22,7 +22,8 @@ What leaves besides the weights: the number of training records (``num_examples`
 The training loss and accuracy are computed on the raw records outside the DP mechanism,
 so they are not reported under DP-SGD (``None``); divergence is still detected locally.
 
-Limits: the loss must be a mean over examples (BCE, cross-entropy); the Cox partial
+Limits: the loss must be a mean over examples (BCE, cross-entropy, squared error, and
+cross-entropy + Dice computed per image); the Cox partial
 likelihood couples the patients of a batch and cannot be clipped per patient, so survival
 tasks are refused. Layers must be ones Opacus computes per-example gradients for (no
 BatchNorm). FedProx's proximal term does not depend on the data: it is applied as a separate
@@ -221,10 +222,12 @@ class DPSGD:
                 "(for example BatchNorm by GroupNorm) or use privacy.dp = 'client'"
             )
 
-    def _dataset_for(self, data: SiteData, dtype: torch.dtype) -> TensorDataset:
+    def _dataset_for(self, data: SiteData, dtype: torch.dtype, kind: TaskKind) -> TensorDataset:
+        from medfed.site.torch_app import label_dtype
+
         if self._data is None:
             x = torch.as_tensor(np.array(data.x_train), dtype=dtype)
-            y = torch.as_tensor(np.array(data.y_train), dtype=torch.int64)
+            y = torch.as_tensor(np.array(data.y_train), dtype=label_dtype(kind))
             self._data, self._dataset = data, TensorDataset(x, y)
         elif self._data is not data:
             raise ValueError(
@@ -246,7 +249,7 @@ class DPSGD:
         if n == 0:
             return Metrics(num_examples=0)
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        dataset = self._dataset_for(data, dtype)
+        dataset = self._dataset_for(data, dtype, spec.kind)
         loader = DataLoader(dataset, batch_size=settings.batch_size, generator=_os_generator())
         optimizer = make_optimizer(model, settings)
         mu = ctx.round_settings.proximal_mu

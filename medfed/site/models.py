@@ -3,21 +3,26 @@
 - tabular classification: a small MLP (one hidden layer of 32 ReLU units);
 - survival: a Cox model, one linear layer without bias (as FLamby's Fed-TCGA-BRCA baseline;
   a bias would cancel out of the partial likelihood);
-- images: a small CNN (two conv blocks and a linear head) that trains in seconds on a CPU.
+- images: a small CNN (two conv blocks and a linear head) that trains in seconds on a CPU;
+- regression: the same MLP with one output, rescaled to the target's unit
+  (:class:`Rescaled`, from the spec's ``target_center`` and ``target_scale``);
+- segmentation: a small U-Net (:mod:`medfed.site.unet`), 2D for images and 3D for volumes.
 
-Each returns logits of width ``spec.n_outputs``.
+Each returns ``(batch, *spec.output_shape)``: logits of width ``spec.n_outputs``, a
+prediction, or a logit per class and pixel.
 """
 
 from __future__ import annotations
 
 import math
 
-from torch import nn
+from torch import Tensor, nn
 
 from medfed.data.base import DataSpec, TaskKind
 from medfed.errors import TaskLoadError
+from medfed.site.unet import UNet
 
-__all__ = ["cox_linear", "default_model", "mlp", "small_cnn"]
+__all__ = ["Rescaled", "UNet", "cox_linear", "default_model", "mlp", "small_cnn"]
 
 
 def mlp(n_features: int, n_outputs: int, *, hidden: int = 32) -> nn.Module:
@@ -60,9 +65,43 @@ def small_cnn(
     )
 
 
+class Rescaled(nn.Module):
+    """``center + scale * inner(x)``: a network that works on targets of size about 1,
+    predicting in the target's own unit.
+
+    ``center`` and ``scale`` are fixed constants of the consortium's data spec (plain floats,
+    not in the ``state_dict``): they are not weights, so they are never averaged, clipped or
+    noised.
+    """
+
+    def __init__(self, inner: nn.Module, *, center: float, scale: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.center = float(center)
+        self.scale = float(scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.inner(x)
+        return out * self.scale + self.center
+
+    def extra_repr(self) -> str:
+        return f"center={self.center:g}, scale={self.scale:g}"
+
+
+def _no_default(shape: tuple[int, ...], what: str = "inputs") -> TaskLoadError:
+    return TaskLoadError(
+        f"there is no default model for {what} of shape {shape}; "
+        "write a task module with your own model (see examples/breast_mlp.py)"
+    )
+
+
 def default_model(spec: DataSpec) -> nn.Module:
     """The default model for a data spec, chosen by task kind and input shape."""
     shape = spec.input_shape
+    if spec.kind is TaskKind.SEGMENTATION:
+        if len(shape) not in (3, 4) or min(shape[1:]) < 4:
+            raise _no_default(shape, "segmentation inputs (at least 4 pixels a side)")
+        return UNet(dims=len(shape) - 1, in_channels=shape[0], n_classes=spec.n_classes)
     if spec.is_image:
         channels, height, width = shape
         if height < 4 or width < 4:
@@ -74,8 +113,7 @@ def default_model(spec: DataSpec) -> nn.Module:
     if len(shape) == 1:
         if spec.kind is TaskKind.SURVIVAL:
             return cox_linear(shape[0])
+        if spec.kind is TaskKind.REGRESSION:
+            return Rescaled(mlp(shape[0], 1), center=spec.target_center, scale=spec.target_scale)
         return mlp(shape[0], spec.n_outputs)
-    raise TaskLoadError(
-        f"there is no default model for inputs of shape {shape}; "
-        "write a task module with your own model (see examples/breast_mlp.py)"
-    )
+    raise _no_default(shape)

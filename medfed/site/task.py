@@ -14,8 +14,10 @@ A task is a Python module with one :class:`Task` in it::
 ``train`` and ``evaluate`` replace the default loop and the default metrics
 (:func:`medfed.site.torch_app.default_train` / :func:`~medfed.site.torch_app.default_evaluate`,
 which have exactly the :data:`TrainFn` / :data:`EvalFn` signatures, so a custom function can
-call them). The model's output must be ``(batch, spec.n_outputs)``: one logit for binary
-labels, one logit per class, one risk score (log hazard ratio) for survival.
+call them). The model's output must be ``(batch, *spec.output_shape)``: one logit for binary
+labels, one logit per class, one risk score (log hazard ratio) for survival, one prediction
+in the target's unit for regression, and ``(n_classes, *spatial)`` logits per pixel for
+segmentation.
 
 torch is imported only when a task builds or runs a model, so importing this module (and
 ``medfed``) stays light.
@@ -118,7 +120,7 @@ class Task:
     """A model builder, and optionally a training loop and an evaluation, for one federation.
 
     ``model(spec)`` must return a fresh ``torch.nn.Module`` whose output has shape
-    ``(batch, spec.n_outputs)``; this is checked on a dry run when the model is built.
+    ``(batch, *spec.output_shape)``; this is checked on a dry run when the model is built.
     """
 
     __slots__ = ("evaluate", "is_default", "model", "name", "train")
@@ -205,12 +207,13 @@ class Task:
             ) from exc
         finally:
             model.train(was_training)
-        expected = (2, spec.n_outputs)
+        expected = (2, *spec.output_shape)
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
         if shape != expected:
             got = f"shape {shape}" if shape is not None else type(out).__name__
+            wanted = ", ".join(map(str, spec.output_shape))
             raise TaskLoadError(
-                f"task {self.name!r}: the model must output (batch, {spec.n_outputs}) "
+                f"task {self.name!r}: the model must output (batch, {wanted}) "
                 f"for {spec.kind.value} data ({_outputs_hint(spec)}), but gave {got}; "
                 "change the width of its last layer"
             )
@@ -265,6 +268,8 @@ def _outputs_hint(spec: DataSpec) -> str:
         "binary": "one logit",
         "multiclass": f"one logit per class, {spec.n_classes} classes",
         "survival": "one risk score",
+        "regression": "one prediction in the target's unit",
+        "segmentation": f"one logit per class and pixel, {spec.n_classes} classes",
     }[spec.kind.value]
 
 
@@ -279,10 +284,12 @@ def default_task(spec: DataSpec) -> Task:
 
     Raises :class:`~medfed.errors.TaskLoadError` when no default model fits the data.
     """
-    if spec.is_image:
+    if spec.kind.value == "segmentation":
+        kind = "unet3d" if spec.is_volume else "unet2d"
+    elif spec.is_image:
         kind = "cnn"
     elif len(spec.input_shape) == 1:
-        kind = "cox" if spec.kind.value == "survival" else "mlp"
+        kind = {"survival": "cox", "regression": "regressor"}.get(spec.kind.value, "mlp")
     else:
         raise TaskLoadError(
             f"there is no default model for inputs of shape {spec.input_shape}; "

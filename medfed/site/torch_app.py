@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData, TaskKind
-from medfed.math.metrics import accuracy, auroc, concordance_index
+from medfed.math.metrics import accuracy, auroc, concordance_index, dice_scores, mae, rmse
 from medfed.messages import SiteReport
 from medfed.records import Instruction, Metrics, Params
 from medfed.site.app import FitResult
@@ -47,6 +47,7 @@ __all__ = [
     "batch_indices",
     "default_evaluate",
     "default_train",
+    "label_dtype",
     "load_params",
     "make_optimizer",
     "params_from_model",
@@ -54,6 +55,9 @@ __all__ = [
 ]
 
 _EVAL_CHUNK_BYTES = 64 * 2**20
+_SEGMENTATION_CHUNK_BYTES = 2 * 2**20
+"""Input per forward pass when evaluating segmentation: a U-Net's activations are tens of
+times its input, and its output a logit per class and pixel, so the chunks are smaller."""
 _DP_HISTORY = "medfed.dp_sgd.history"
 """Site state name of the DP-SGD accountant's history (see :meth:`DPSGD.history`)."""
 
@@ -174,10 +178,18 @@ def _float_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def _label_tensor(y: npt.NDArray[Any], kind: TaskKind, device: torch.device) -> Tensor:
+def label_dtype(kind: TaskKind) -> torch.dtype:
+    """The dtype of a kind's label tensor: float64 ``[time, event]`` (survival), float32
+    targets (regression), int64 class indices or masks (classification, segmentation)."""
     if kind is TaskKind.SURVIVAL:
-        return as_tensor(y, dtype=torch.float64, device=device)
-    return as_tensor(y, dtype=torch.int64, device=device)
+        return torch.float64
+    if kind is TaskKind.REGRESSION:
+        return torch.float32
+    return torch.int64
+
+
+def _label_tensor(y: npt.NDArray[Any], kind: TaskKind, device: torch.device) -> Tensor:
+    return as_tensor(y, dtype=label_dtype(kind), device=device)
 
 
 # --- the default training loop and evaluation -------------------------------------------------
@@ -187,9 +199,11 @@ def default_train(model: nn.Module, data: SiteData, ctx: TrainContext) -> Metric
     """Mini-batch training for ``ctx.settings.local_epochs`` epochs with the kind's loss.
 
     Losses: BCE on one logit (binary), cross-entropy (multiclass), Cox partial likelihood
-    within each batch (survival; a batch without an event is skipped). When the round's
-    settings have ``proximal_mu`` > 0, FedProx's term (μ/2)·‖w − w_received‖² is added.
-    Returns the last epoch's mean training loss (and accuracy for classification).
+    within each batch (survival; a batch without an event is skipped), squared error in units
+    of the target's spread (regression), cross-entropy + soft Dice (segmentation); see
+    :func:`medfed.site.losses.loss_for`. When the round's settings have ``proximal_mu`` > 0,
+    FedProx's term (μ/2)·‖w − w_received‖² is added. Returns the last epoch's mean training
+    loss (and accuracy for classification).
     """
     spec, settings = ctx.spec, ctx.settings
     n = data.num_train
@@ -202,6 +216,7 @@ def default_train(model: nn.Module, data: SiteData, ctx: TrainContext) -> Metric
     mu = ctx.round_settings.proximal_mu
     anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
     survival = spec.kind is TaskKind.SURVIVAL
+    classifies = spec.kind in (TaskKind.BINARY, TaskKind.MULTICLASS)
     events = np.asarray(data.y_train[:, 1], dtype=np.float64) > 0 if survival else None
 
     model.train()
@@ -228,7 +243,7 @@ def default_train(model: nn.Module, data: SiteData, ctx: TrainContext) -> Metric
             batch = len(idx)
             seen += batch
             loss_sum += loss.detach().to(torch.float64) * batch
-            if not survival:
+            if classifies:
                 correct += (_predict(out.detach(), spec) == yb).sum()
     mean_loss = float(loss_sum) / seen if seen else None
     if mean_loss is not None and not math.isfinite(mean_loss):
@@ -236,7 +251,7 @@ def default_train(model: nn.Module, data: SiteData, ctx: TrainContext) -> Metric
             f"training diverged in round {ctx.round} (the loss became {mean_loss}); "
             "lower train.learning_rate or check the site's features for extreme values"
         )
-    acc = int(correct) / seen if seen and not survival else None
+    acc = int(correct) / seen if seen and classifies else None
     return Metrics(num_examples=n, loss=mean_loss, accuracy=acc)
 
 
@@ -246,18 +261,42 @@ def _predict(logits: Tensor, spec: DataSpec) -> Tensor:
     return logits.argmax(dim=1)
 
 
-def _forward_all(model: nn.Module, x: npt.NDArray[Any]) -> Tensor:
-    """Model outputs for all rows of ``x``, in chunks of about 64 MiB of input."""
+def _chunks(model: nn.Module, x: npt.NDArray[Any], budget: int) -> Iterator[tuple[slice, Tensor]]:
+    """``(rows, model output)`` for consecutive chunks of about ``budget`` bytes of input."""
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = _float_dtype(model)
     row_bytes = max(1, int(np.prod(x.shape[1:])) * x.itemsize)
-    chunk = max(1, _EVAL_CHUNK_BYTES // row_bytes)
-    outs = [
-        model(as_tensor(x[start : start + chunk], dtype=dtype, device=device))
-        for start in range(0, len(x), chunk)
-    ]
-    return torch.cat(outs).cpu()
+    chunk = max(1, budget // row_bytes)
+    for start in range(0, len(x), chunk):
+        rows = slice(start, start + chunk)
+        yield rows, model(as_tensor(x[rows], dtype=dtype, device=device)).cpu()
+
+
+def _forward_all(model: nn.Module, x: npt.NDArray[Any]) -> Tensor:
+    """Model outputs for all rows of ``x``, in chunks of about 64 MiB of input."""
+    return torch.cat([out for _, out in _chunks(model, x, _EVAL_CHUNK_BYTES)])
+
+
+def _evaluate_segmentation(
+    model: nn.Module, x: npt.NDArray[Any], y: npt.NDArray[Any], spec: DataSpec
+) -> Metrics:
+    """Loss and mean Dice, chunk by chunk: only one chunk's logits are ever held."""
+    loss_fn = loss_for(spec)
+    loss_sum = 0.0
+    scores = []
+    for rows, out in _chunks(model, x, _SEGMENTATION_CHUNK_BYTES):
+        target = as_tensor(y[rows], dtype=torch.int64, device=torch.device("cpu"))
+        loss_sum += float(loss_fn(out, target)) * len(target)
+        predicted = out.argmax(dim=1).numpy()
+        scores.append(dice_scores(labels=y[rows], predicted=predicted, n_classes=spec.n_classes))
+    per_case = np.concatenate(scores)
+    measured = per_case[~np.isnan(per_case)]
+    return Metrics(
+        num_examples=len(x),
+        loss=loss_sum / len(x),
+        dice=float(measured.mean()) if measured.size else None,
+    )
 
 
 def default_evaluate(
@@ -267,13 +306,28 @@ def default_evaluate(
 
     Binary: accuracy (sigmoid ≥ 0.5, i.e. logit > 0) and AUROC; multiclass: accuracy and
     macro one-vs-rest AUROC on softmax probabilities; survival: the Cox loss over the whole
-    set (None without events) and Harrell's C-index with the model output as the risk.
+    set (None without events) and Harrell's C-index with the model output as the risk;
+    regression: MAE and RMSE in the target's unit (the loss is the squared error in units of
+    its spread); segmentation: mean Dice over the foreground classes and images
+    (:func:`medfed.math.metrics.dice`), computed in chunks of images so that memory stays
+    bounded however large the test set.
     """
     n = len(x)
     if n == 0:
         return Metrics(num_examples=0)
     with torch.no_grad():
+        if spec.kind is TaskKind.SEGMENTATION:
+            return _evaluate_segmentation(model, x, y, spec)
         out = _forward_all(model, x)
+        if spec.kind is TaskKind.REGRESSION:
+            target = _label_tensor(y, spec.kind, torch.device("cpu"))
+            predicted = out.reshape(-1).to(torch.float64).numpy()
+            return Metrics(
+                num_examples=n,
+                loss=float(loss_for(spec)(out, target)),
+                mae=mae(targets=y, predicted=predicted),
+                rmse=rmse(targets=y, predicted=predicted),
+            )
         target = _label_tensor(y, spec.kind, torch.device("cpu"))
         if spec.kind is TaskKind.SURVIVAL:
             risk = out.reshape(-1)

@@ -12,7 +12,15 @@ import pytest
 from medfed.data import DatasetInfo, TaskKind, available_datasets, load_dataset
 from medfed.errors import DataError, UsageError
 
-NAMES = ["breast-cancer", "lung", "synthetic-ehr", "synthetic-imaging", "tcga-brca"]
+NAMES = [
+    "breast-cancer",
+    "diabetes",
+    "lung",
+    "synthetic-ehr",
+    "synthetic-imaging",
+    "synthetic-segmentation",
+    "tcga-brca",
+]
 SHIPPED = [n for n in NAMES if n != "tcga-brca"]
 
 
@@ -48,6 +56,12 @@ def test_label_conventions(name: str) -> None:
         assert site.x_train.shape[1:] == ds.spec.input_shape
         if ds.spec.kind is TaskKind.SURVIVAL:
             assert site.y_train.dtype == np.float64 and site.y_train.shape[1] == 2
+        elif ds.spec.kind is TaskKind.REGRESSION:
+            assert site.y_train.dtype == np.float32 and site.y_train.ndim == 1
+        elif ds.spec.kind is TaskKind.SEGMENTATION:
+            assert site.y_train.dtype == np.int64
+            assert site.y_train.shape[1:] == ds.spec.input_shape[1:]
+            assert 0 <= site.y_train.min() and site.y_train.max() < ds.spec.n_classes
         else:
             assert site.y_train.dtype == np.int64 and site.y_train.ndim == 1
             assert site.y_train.max() < ds.spec.n_classes
@@ -71,7 +85,7 @@ def test_an_unknown_name_suggests_the_closest_and_lists_all(name: str, suggestio
 
 
 def test_an_unrelated_name_lists_the_choices() -> None:
-    with pytest.raises(DataError, match="choose one of breast-cancer, lung"):
+    with pytest.raises(DataError, match="choose one of breast-cancer, diabetes, lung"):
         load_dataset("mnist")
 
 

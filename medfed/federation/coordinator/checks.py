@@ -33,7 +33,7 @@ def header_problem(reply: Reply) -> str | None:
         return "seconds must be a finite, non-negative number"
     m = reply.metrics
     if m is not None:
-        values = [m.loss, m.accuracy, m.auroc, m.c_index, *m.extra.values()]
+        values = [*(getattr(m, name) for name in m.measures()), *m.extra.values()]
         if any(v is not None and not math.isfinite(v) for v in values):
             return "metrics must be finite numbers"
     return None

@@ -98,7 +98,7 @@ def not_finite(reply: Reply) -> str | None:
     m = reply.metrics
     if reply.failure is not None or m is None:
         return None
-    values = {"loss": m.loss, "accuracy": m.accuracy, "auroc": m.auroc, "c_index": m.c_index}
+    values = {name: getattr(m, name) for name in m.measures()}
     values.update(m.extra)
     bad = [f"{name} = {value}" for name, value in values.items() if not _finite(value)]
     if not bad:
