@@ -5,8 +5,8 @@
     # readmission.contract.toml — versioned with the job
     name = "readmission"
     version = "1"
-    task = "binary"            # binary | multiclass | survival
-    label = "readmitted"       # survival: time = "…", event = "…"
+    task = "binary"            # binary | multiclass | survival | regression
+    label = "readmitted"       # survival: time = "…", event = "…"; regression: a number column
     positive = "yes"           # binary: the label value that is class 1
     id_column = "patient_id"   # each patient once (optional)
     missing = "impute"         # a missing feature: "impute" (the site's training mean or no
@@ -51,7 +51,15 @@ from medfed.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ColumnRule", "ContractReport", "DataContract", "Problem", "read_contract"]
+__all__ = [
+    "ColumnRule",
+    "ContractReport",
+    "DataContract",
+    "Problem",
+    "is_image_contract",
+    "read_contract",
+    "read_contract_file",
+]
 
 _TOP = {"name", "version", "task", "label", "time", "event", "positive", "id_column", "missing"}
 _COLUMN_KEYS = {"type", "unit", "min", "max", "categories", "required"}
@@ -81,14 +89,22 @@ class Problem:
     rule: str
     rows: int
     first_rows: tuple[int, ...] = ()
+    unit: str = "row"  # "image": a rule of an image contract, counted in images
+    examples: tuple[str, ...] = ()  # the first few images' file names (they stay at the site)
+
+    @property
+    def _what(self) -> str:
+        return f"column {self.column!r}" if self.unit == "row" else self.column
 
     def __str__(self) -> str:
         where = f" (data rows {', '.join(map(str, self.first_rows))}…)" if self.first_rows else ""
-        return f"column {self.column!r}: {self.rule}, {self.rows} row(s){where}"
+        if self.examples:
+            where = f" ({', '.join(self.examples)}…)"
+        return f"{self._what}: {self.rule}, {self.rows} {self.unit}(s){where}"
 
     def summary(self) -> str:
         """What may leave the site: the column, the rule and the count, no row numbers."""
-        return f"column {self.column!r}: {self.rule}, {self.rows} row(s)"
+        return f"{self._what}: {self.rule}, {self.rows} {self.unit}(s)"
 
 
 @dataclass(frozen=True)
@@ -159,7 +175,7 @@ class DataContract:
 
     def classes(self) -> tuple[str, ...]:
         """The label's categories in class order (binary: the positive one is class 1)."""
-        if self.kind is TaskKind.SURVIVAL:
+        if self.kind in (TaskKind.SURVIVAL, TaskKind.REGRESSION):
             return ()
         cats = self.rule(str(self.label)).categories
         if self.kind is TaskKind.BINARY and self.positive is not None:
@@ -238,6 +254,8 @@ class DataContract:
             t = pd.to_numeric(frame[str(self.time)]).to_numpy(np.float64)
             e = pd.to_numeric(frame[str(self.event)]).to_numpy(np.float64)
             return x, np.stack([t, e], axis=1)
+        if self.kind is TaskKind.REGRESSION:
+            return x, pd.to_numeric(frame[str(self.label)]).to_numpy(np.float32)
         order = {v: i for i, v in enumerate(self.classes())}
         y = np.array([order[str(v)] for v in frame[str(self.label)]], dtype=np.int64)
         return x, y
@@ -270,8 +288,8 @@ def _rule_text(check: str) -> str | None:
 # --- reading a contract file -----------------------------------------------------------
 
 
-def read_contract(path: str | Path) -> DataContract:
-    """Parse and check a contract file; every problem is one :class:`DataError`."""
+def read_contract_file(path: str | Path) -> tuple[Path, dict[str, Any], str]:
+    """A contract file's path, its TOML and the sha256 of its bytes."""
     p = Path(path).expanduser()
     try:
         raw_bytes = p.read_bytes()
@@ -280,9 +298,23 @@ def read_contract(path: str | Path) -> DataContract:
         raise DataError(f"no data contract at {p}; check the path") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise DataError(f"{p}: not a readable TOML contract ({exc})") from None
-    return contract_from_dict(
-        raw, where=str(p), sha256=hashlib.sha256(raw_bytes).hexdigest(), path=p
-    )
+    return p, raw, hashlib.sha256(raw_bytes).hexdigest()
+
+
+def is_image_contract(raw: dict[str, Any]) -> bool:
+    """An image contract names the images' ``format`` (:mod:`medfed.data.image_contract`)."""
+    return "format" in raw
+
+
+def read_contract(path: str | Path) -> DataContract:
+    """Parse and check a table's contract file; every problem is one :class:`DataError`."""
+    p, raw, sha256 = read_contract_file(path)
+    if is_image_contract(raw):
+        raise DataError(
+            f"{p} is a contract for images (format = {raw['format']!r}), not for a table: "
+            'give it with an image data set file (images = "…")'
+        )
+    return contract_from_dict(raw, where=str(p), sha256=sha256, path=p)
 
 
 def contract_from_dict(
@@ -301,8 +333,8 @@ def contract_from_dict(
         if not isinstance(raw.get(key), str | int) or not str(raw.get(key)).strip():
             raise fail(f'{key} = "…" is required (the contract is versioned with the job)')
     kind = raw.get("task")
-    if kind not in {"binary", "multiclass", "survival"}:
-        raise fail(f"task must be binary, multiclass or survival, not {kind!r}")
+    if kind not in {"binary", "multiclass", "survival", "regression"}:
+        raise fail(f"task must be binary, multiclass, survival or regression, not {kind!r}")
     task = TaskKind(kind)
     missing = raw.get("missing", "impute")
     if missing not in ("impute", "drop", "refuse"):
@@ -333,7 +365,13 @@ def contract_from_dict(
         sha256=sha256,
         path=path,
     )
-    if task is not TaskKind.SURVIVAL:
+    if task is TaskKind.REGRESSION:
+        label = contract.rule(str(contract.label))
+        if label.type not in ("number", "integer"):
+            raise fail(f"a regression label {label.name!r} is a number or integer column")
+        if contract.positive is not None:
+            raise fail("positive is for a binary task only")
+    elif task is not TaskKind.SURVIVAL:
         label = contract.rule(str(contract.label))
         if label.type != "category" or len(label.categories) < 2:
             raise fail(f"the label {label.name!r} must be a category with at least two values")

@@ -16,7 +16,15 @@ from medfed.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SiteFiles", "TableSource", "is_data_file", "read_source", "read_table"]
+__all__ = [
+    "SiteFiles",
+    "TableSource",
+    "describes_images",
+    "is_data_file",
+    "read_source",
+    "read_table",
+    "read_toml",
+]
 
 _KEYS = {
     "task",
@@ -35,7 +43,7 @@ _KEYS = {
     "contract",
 }
 _FROM_CONTRACT = ("task", "label", "time", "event", "features", "id_column", "positive")
-_KINDS = {"binary", "multiclass", "survival"}
+_KINDS = {"binary", "multiclass", "survival", "regression"}
 _SUFFIXES = {".csv", ".parquet", ".pq"}
 
 
@@ -83,17 +91,32 @@ def _fail(path: Path, message: str) -> DataError:
     return DataError(f"{path}: {message}")
 
 
-def read_source(path: str | Path) -> TableSource:
-    """Parse and check a data set file; every problem is one :class:`DataError`."""
+def read_toml(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A data set file's path and its TOML (a :class:`DataError` if it is not readable)."""
     p = Path(path).expanduser()
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        return p, tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"no data set file at {p}; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read the data set file {p}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise _fail(p, f"not valid TOML ({exc})") from None
+
+
+def describes_images(raw: dict[str, Any]) -> bool:
+    """Whether a data set file's sites are images folders (``images = "…"``), not tables."""
+    sites = raw.get("sites")
+    return isinstance(sites, dict) and any(
+        isinstance(entry, dict) and "images" in entry for entry in sites.values()
+    )
+
+
+def read_source(path: str | Path) -> TableSource:
+    """Parse and check a data set file; every problem is one :class:`DataError`."""
+    p, raw = read_toml(path)
+    if describes_images(raw):
+        raise _fail(p, "describes images (images = …), not tables; medfed.data.images reads it")
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
         hints = [difflib.get_close_matches(k, sorted(_KEYS), n=1) for k in unknown]

@@ -1,8 +1,16 @@
-"""Write a tabular data set as files: one CSV per site and part, and the data set file.
+"""Write a bundled data set as files: what a consortium would bring, and its data set file.
 
 ``medfed data export breast-cancer --out my-data`` gives a folder that looks like what a
 consortium brings (``my-data/data.toml`` plus ``SITE_train.csv`` / ``SITE_test.csv``), so the
 own-data path (:mod:`medfed.data.files`) can be tried, and tested, without anyone's records.
+
+An image data set (``synthetic-imaging``, 2D ``synthetic-segmentation``) becomes one folder per
+site: ``SITE/images/*.png``, ``SITE/labels.csv`` and ``SITE/test.csv`` (columns ``file`` and
+``label``; segmentation: ``SITE/masks/*.png`` named like the images and a test file list).
+The images are 16-bit grayscale PNG (8-bit for RGB) over the data set's whole intensity range;
+the data set file's ``rescale = [slope, intercept]`` turns the pixels back into the
+intensities and ``intensity = "none"`` keeps them, so loading the files gives the bundled
+arrays up to the PNG's quantisation (half a ``slope``).
 """
 
 from __future__ import annotations
@@ -23,8 +31,15 @@ __all__ = ["export_dataset"]
 
 def export_dataset(dataset: FederatedDataset, folder: str | Path) -> Path:
     """Write ``dataset`` into ``folder``; returns the path of its data set file."""
-    if dataset.spec.is_image or len(dataset.spec.input_shape) != 1:
-        raise DataError(f"{dataset.name} is not a table: only tabular data sets can be exported")
+    if len(dataset.spec.input_shape) == 3:
+        from medfed.data.export_images import export_images
+
+        return export_images(dataset, folder)
+    if len(dataset.spec.input_shape) != 1:
+        raise DataError(
+            f"{dataset.name} holds volumes {dataset.spec.input_shape}: tables and 2D images "
+            "can be exported (as CSV and PNG files)"
+        )
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     features = list(dataset.spec.feature_names) or [

@@ -3,12 +3,13 @@
 ::
 
     # consortium-data.toml — paths are relative to this file
-    task = "binary"            # binary | multiclass | survival
+    task = "binary"            # binary | multiclass | survival | regression
     label = "outcome"          # survival: time = "days", event = "died"
     features = []              # empty or absent: every other column
     id_column = "patient_id"   # optional: checked for duplicates, never a feature
     positive = "yes"           # optional (binary): the label value that is class 1
-    test_fraction = 0.2        # for sites without a test file: a stratified split of train
+    test_fraction = 0.2        # for sites without a test file: a split of train, stratified
+                               # by class (survival: by event; regression: not stratified)
     seed = 0                   # of that split (not the run's seed: a site's split stays put)
     standardize = "site"       # "site": each site with its own training mean and sd; "none"
 
@@ -19,14 +20,16 @@
     train = "b.parquet"
 
 or one table for everyone: ``file = "all.csv"`` and ``site_column = "hospital"``. CSV (UTF-8)
-and Parquet files are read; ``medfed simulate --data consortium-data.toml`` and the run file's
+and Parquet files are read (a file whose sites name ``images = "folder"`` is an image data set:
+:mod:`medfed.data.images`); ``medfed simulate --data consortium-data.toml`` and the run file's
 ``[data] name`` take the path.
 
 Encoding: a numeric column stays a number (a missing value becomes the site's training mean);
 a text column is one-hot encoded over the categories seen across the sites (at most
 :data:`MAX_CATEGORIES`; a missing value is all zeros). Rows without a label are left out and
-counted in the data set's notes. Every mistake is a :class:`~medfed.errors.DataError` that
-names the file, the rule and the place.
+counted in the data set's notes; a regression label is a number (float32 targets), and a value
+that is not one is an error naming its file, column and row. Every mistake is a
+:class:`~medfed.errors.DataError` that names the file, the rule and the place.
 """
 
 from __future__ import annotations
@@ -41,7 +44,16 @@ import numpy.typing as npt
 
 from medfed.data.base import DataSpec, FederatedDataset, SiteData, TaskKind
 from medfed.data.contract import DataContract
-from medfed.data.data_file import TableSource, is_data_file, read_source, read_table
+from medfed.data.data_file import (
+    TableSource,
+    describes_images,
+    is_data_file,
+    read_source,
+    read_table,
+    read_toml,
+)
+from medfed.data.images import load_images
+from medfed.data.outcomes import class_codes, plain, regression_targets
 from medfed.data.partition import train_test_indices
 from medfed.errors import DataError
 
@@ -176,42 +188,6 @@ def _encoding(parts: list[_Part], columns: list[str]) -> _Encoding:
     return _Encoding(numeric, categories, tuple(names))
 
 
-def _outcome_codes(source: TableSource, parts: list[_Part]) -> tuple[dict[str, int], int]:
-    """For binary/multiclass: the label value -> class index map, and the class count."""
-    label = str(source.label)
-    values = sorted({_plain(v) for part in parts for v in part.frame[label].dropna()}, key=str)
-    if source.kind is TaskKind.BINARY:
-        if len(values) > 2:
-            raise DataError(
-                f"label {label!r} has {len(values)} values ({', '.join(map(str, values[:6]))}) "
-                'but the task is binary; use task = "multiclass" or recode the label'
-            )
-        if source.positive is not None:
-            if _plain(source.positive) not in values:
-                raise _fail(
-                    source.path, f"positive = {source.positive!r} is not a value of {label!r}"
-                )
-            negative = [v for v in values if v != _plain(source.positive)]
-            return {**{v: 0 for v in negative}, _plain(source.positive): 1}, 2
-        if set(values) <= {0, 1} or set(values) <= {False, True}:
-            return {v: int(v) for v in values}, 2
-        if len(values) < 2:
-            raise DataError(f"label {label!r} has a single value {values}; a binary task needs two")
-        return {values[0]: 0, values[1]: 1}, 2
-    if len(values) < 2:
-        raise DataError(f"label {label!r} has fewer than two classes across the sites")
-    return {v: i for i, v in enumerate(values)}, len(values)
-
-
-def _plain(value: Any) -> Any:
-    """A label value as a plain Python value (numpy ints, floats 1.0 -> 1)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def _labels(source: TableSource, part: _Part, codes: dict[str, int]) -> npt.NDArray[np.generic]:
     frame = part.frame
     if source.kind is TaskKind.SURVIVAL:
@@ -234,7 +210,14 @@ def _labels(source: TableSource, part: _Part, codes: dict[str, int]) -> npt.NDAr
                 f"be 0 or 1, not {frame[str(source.event)].iloc[i]!r}"
             )
         return np.stack([t, e], axis=1)
-    return np.array([codes[_plain(v)] for v in frame[str(source.label)]], dtype=np.int64)
+    if source.kind is TaskKind.REGRESSION:
+        return regression_targets(
+            frame[str(source.label)],
+            label=str(source.label),
+            where=part.where,
+            rows=(int(i) + 1 for i in frame.index),
+        )
+    return np.array([codes[plain(v)] for v in frame[str(source.label)]], dtype=np.int64)
 
 
 def _features(part: _Part, enc: _Encoding) -> npt.NDArray[np.float64]:
@@ -263,13 +246,13 @@ def _check_ids(source: TableSource, parts: list[_Part]) -> None:
         if not dup.empty:
             rows = np.flatnonzero((ids == dup.iloc[0]).to_numpy())[:2] + 1
             raise DataError(
-                f"{part.where}: patient id {_plain(dup.iloc[0])!r} appears twice in column "
+                f"{part.where}: patient id {plain(dup.iloc[0])!r} appears twice in column "
                 f"{source.id_column!r} (data rows {rows[0]} and {rows[1]})"
             )
         for value in ids.dropna():
             if value in seen:
                 raise DataError(
-                    f"patient id {_plain(value)!r} of site {part.site} is in both "
+                    f"patient id {plain(value)!r} of site {part.site} is in both "
                     f"{seen[value]} and {part.where}: a patient must be in the training or the "
                     "test file, not both"
                 )
@@ -277,7 +260,10 @@ def _check_ids(source: TableSource, parts: list[_Part]) -> None:
 
 
 def load_data_file(path: str | Path) -> FederatedDataset:
-    """The data set a data set file describes, split into its sites (see the module docs)."""
+    """The data set a data set file describes, split into its sites (see the module docs;
+    a file whose sites are images folders: :mod:`medfed.data.images`)."""
+    if describes_images(read_toml(path)[1]):
+        return load_images(path)
     source = read_source(path)
     parts = _parts(source)
     if source.contract is not None:
@@ -292,9 +278,12 @@ def load_data_file(path: str | Path) -> FederatedDataset:
             dropped[part.site] = dropped.get(part.site, 0) + int(missing.sum())
         kept.append(_Part(part.site, part.role, part.where, part.frame[~missing]))
     parts = kept
-    codes, n_classes = (
-        ({}, 2) if source.kind is TaskKind.SURVIVAL else _outcome_codes(source, parts)
-    )
+    codes: dict[Any, int] = {}
+    n_classes = 2
+    if source.kind in (TaskKind.BINARY, TaskKind.MULTICLASS):
+        label = str(source.label)
+        observed = (v for part in parts for v in part.frame[label].dropna())
+        codes, n_classes = class_codes(source.kind, label, source.positive, observed, source.path)
     enc = _encoding(parts, columns)
     sites = []
     for index, name in enumerate(dict.fromkeys(p.site for p in parts)):
@@ -347,7 +336,11 @@ def _site(
         x, y = encode(part)
         if len(y) < 2:
             raise DataError(f"{part.where} (site {name}): fewer than 2 rows with an outcome")
-        strata = y[:, 1] if source.kind is TaskKind.SURVIVAL else y
+        strata: npt.NDArray[Any] | None = y  # classes; survival: the event; regression: none
+        if source.kind is TaskKind.SURVIVAL:
+            strata = y[:, 1]
+        elif source.kind is TaskKind.REGRESSION:
+            strata = None
         rng = np.random.default_rng([source.seed, index])
         train, test = train_test_indices(
             len(y), test_fraction=source.test_fraction, rng=rng, labels=strata

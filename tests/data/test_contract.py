@@ -197,3 +197,38 @@ def test_tcga_regions_under_a_contract_and_one_region_broken(
     for a, b in zip(bundled.sites[:5], ds.sites, strict=True):
         np.testing.assert_allclose(a.x_train, b.x_train)
         np.testing.assert_allclose(a.y_test, b.y_test)
+
+
+REGRESSION = """
+name = "stay"
+version = "1"
+task = "regression"
+label = "days"
+[columns.age]
+type = "number"
+min = 0
+[columns.days]
+type = "number"
+min = 0
+max = 365
+"""
+
+
+def test_a_regression_contract_takes_a_number_label(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(REGRESSION)
+    contract = read_contract(tmp_path / "c.toml")
+    assert contract.classes() == () and contract.spec().input_shape == (1,)
+    frame = pd.DataFrame({"age": [50.0, 61.0, 70.0], "days": [3.5, 400.0, "x"]})
+    report = contract.check(frame)
+    assert not report.passed
+    assert "column 'days': not a number, 1 row(s)" in report.summary()
+    assert "column 'days': must be at most 365, 1 row(s)" in report.summary()
+    _, y = contract.encode(frame.iloc[:1])
+    assert y.dtype == np.float32 and y.tolist() == [3.5]
+    (tmp_path / "c.toml").write_text(
+        REGRESSION.replace(
+            'type = "number"\nmin = 0\nmax', 'type = "category"\ncategories = ["a", "b"]\n#'
+        )
+    )
+    with pytest.raises(DataError, match="a regression label 'days' is a number"):
+        read_contract(tmp_path / "c.toml")

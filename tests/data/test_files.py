@@ -173,3 +173,28 @@ def test_a_data_set_file_takes_no_options_folder_or_other_site_count(tmp_path: P
         load_dataset(path, options={"alpha": 1})
     with pytest.raises(DataError, match="drop the data folder"):
         load_dataset(path, data_dir=str(tmp_path))
+
+
+def test_a_regression_label_is_a_float32_target_split_by_seed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"pid": range(40), "age": rng.normal(60, 10, 40), "stay": rng.gamma(2, 3, 40).round(1)}
+    )
+    frame.loc[7, "stay"] = None  # no outcome: left out, counted
+    path = _write(
+        tmp_path,
+        'task = "regression"\nlabel = "stay"\nid_column = "pid"\n[sites.a]\ntrain = "a.csv"\n',
+        a__csv=frame,
+    )
+    ds = load_data_file(path)
+    assert ds.spec.kind is TaskKind.REGRESSION and ds.spec.feature_names == ("age",)
+    a = ds.site("a")
+    assert a.y_train.dtype == np.float32 and a.num_train + a.num_test == 39 and a.num_test == 8
+    kept = frame["stay"].dropna().to_numpy(np.float32)
+    np.testing.assert_array_equal(np.sort(np.concatenate([a.y_train, a.y_test])), np.sort(kept))
+    np.testing.assert_array_equal(load_data_file(path).site("a").y_test, a.y_test)  # the seed's
+    frame["stay"] = frame["stay"].astype(object)
+    frame.loc[12, "stay"] = "long"
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    with pytest.raises(DataError, match=r"a.csv, data row 13: label 'stay' must be a finite"):
+        load_data_file(path)
