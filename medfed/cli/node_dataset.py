@@ -14,7 +14,7 @@ from medfed.cli.node import _KIT, _STATE, _state_dir, _who
 
 @click.group()
 def dataset() -> None:
-    """Data sets this node serves by name (tables checked against a data contract)."""
+    """Data sets this node serves by name (tables or images, checked against a data contract)."""
 
 
 @dataset.command("add")
@@ -51,10 +51,14 @@ def add(
 ) -> None:
     """Register the table (CSV, Parquet) or data set file PATH as NAME.
 
+    An image data set file (images = "folder") names its contract itself; every image, mask
+    and labels file must lie in its folder, and the node pins them as registered.
+
     \b
     Example:
       medfed node dataset add readmission /data/export/readmission.csv \\
           --contract readmission.contract.toml --kit kits/sites/hospital-a
+      medfed node dataset add xray /data/xray/data.toml --kit kits/sites/hospital-a
     """
     from medfed.cli.console import out
     from medfed.site.datasets import DatasetRegistry
@@ -70,10 +74,15 @@ def add(
         replace=replace,
     )
     under = served.entry.contract_title or "no contract"
+    shape = served.spec.input_shape
+    inputs = (
+        f"{shape[0]} features"
+        if len(shape) == 1
+        else f"images of {'×'.join(map(str, shape[1:]))} with {shape[0]} channel(s)"
+    )
     out.print(
         f"registered {name}: {served.data.num_train} training and {served.data.num_test} test "
-        f"records, {served.spec.input_shape[0]} features, {under}; serve it with "
-        f"medfed node start --data {name}",
+        f"records, {inputs}, {under}; serve it with medfed node start --data {name}",
         markup=False,
     )
 
@@ -112,7 +121,8 @@ def list_(state: Path | None, kit: Path | None) -> None:
 @_STATE
 @_KIT
 def check(name: str, contract: Path | None, state: Path | None, kit: Path | None) -> None:
-    """Check NAME's tables against its data contract; every broken rule, with its rows.
+    """Check NAME's tables or images against its data contract; every broken rule, with its
+    rows (images: its first file names).
 
     The report stays on this machine; a job only hears whether the site passes.
     Exit status 1 when the data set fails the contract.

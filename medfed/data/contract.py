@@ -114,6 +114,7 @@ class ContractReport:
     contract: str
     problems: tuple[Problem, ...] = ()
     rows: int = 0
+    unit: str = "row"  # an image contract counts images
 
     @property
     def passed(self) -> bool:
@@ -121,7 +122,7 @@ class ContractReport:
 
     def __str__(self) -> str:
         if self.passed:
-            return f"passes {self.contract} ({self.rows} rows)"
+            return f"passes {self.contract} ({self.rows} {self.unit}s)"
         lines = [f"fails {self.contract}:"] + [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
 

@@ -231,7 +231,7 @@ class ImageContract:
             )
         else:
             problems += self._label_problems(labels)
-        return ContractReport(self.title, tuple(problems), rows=len(images))
+        return ContractReport(self.title, tuple(problems), rows=len(images), unit="image")
 
     def _label_problems(self, labels: Sequence[Any]) -> list[Problem]:
         label = str(self.label)

@@ -14,6 +14,14 @@ A table at a node is always served under a contract: the contract, not this hosp
 records, fixes the columns, their encoding and so the model's input at every site. Nothing
 here leaves the node: checking a data set against its contract gives the steward every
 broken rule with its rows, and a job only ever hears the summary.
+
+An image data set file (:mod:`medfed.data.images`) is registered like a table's data set
+file: every folder, labels file, image and mask it names must lie in its folder (symbolic
+links resolved), its contract (if any) is copied and pinned by sha256, and its files are
+pinned by a manifest (:mod:`medfed.data.image_manifest`: the labels files by sha256, the
+images and masks by name and size, kept in ``STATE/datasets/NAME.manifest.json``). A node
+whose registered images changed since registration does not start with them: the steward
+looks at the change and registers the data set again (``--replace``).
 """
 
 from __future__ import annotations
@@ -22,15 +30,20 @@ import json
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import tomli_w
 
-from medfed.data.base import DataSpec, SiteData
+from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.data.contract import ContractReport, DataContract, Problem, read_contract
+from medfed.data.data_file import describes_images, read_toml
 from medfed.data.files import TableSource, load_data_file, read_source, read_table
+from medfed.data.image_contract import ImageContract, read_any_contract
+from medfed.data.image_manifest import Manifest, check_inside, manifest_of
+from medfed.data.image_source import ImageSource, read_image_source
+from medfed.data.images import load_image_sites
 from medfed.errors import DataError
 from medfed.serde import atomic_write
 
@@ -51,6 +64,7 @@ class RegisteredDataset:
     seed: int
     added_by: str
     added_at: float
+    manifest_sha256: str | None = None  # an image data set: the digest of its manifest
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,7 @@ class ServedData:
     entry: RegisteredDataset
     data: SiteData
     spec: DataSpec
-    contract: DataContract | None
+    contract: DataContract | ImageContract | None
     report: ContractReport | None
 
 
@@ -131,8 +145,23 @@ class DatasetRegistry:
         self.folder.mkdir(parents=True, exist_ok=True)
         spec_file = self.folder / f"{name}.toml"
         contract_copy = self.folder / f"{name}.contract.toml"
-        staged: DataContract | None
-        if source.suffix.lower() in _TABLES:
+        staged: DataContract | ImageContract | None
+        manifest: Manifest | None = None
+        if source.suffix.lower() == ".toml" and describes_images(read_toml(source)[1]):
+            if contract is not None:
+                raise DataError(
+                    f"{source} is a data set file: it names its contract itself (contract = …)"
+                )
+            images = read_image_source(source)
+            check_inside(source, images)
+            staged = images.contract
+            if staged is not None and staged.path is not None:
+                shutil.copyfile(staged.path, contract_copy)
+            manifest = manifest_of(images, source.parent)
+            text = source.read_text(encoding="utf-8")
+            atomic_write(spec_file, _repoint(text, source, contract_copy if staged else None))
+            atomic_write(self.folder / f"{name}.manifest.json", manifest.to_json() + "\n")
+        elif source.suffix.lower() in _TABLES:
             if contract is None:
                 raise DataError(
                     "a table at a node is served under a data contract (it fixes the columns, "
@@ -171,6 +200,7 @@ class DatasetRegistry:
             seed=seed,
             added_by=by,
             added_at=time.time(),
+            manifest_sha256=None if manifest is None else manifest.digest,
         )
         served = self._load(entry)
         if served.report is not None and not served.report.passed:
@@ -184,7 +214,7 @@ class DatasetRegistry:
         self.get(name)
         del entries[name]
         self._write(entries)
-        for suffix in (".toml", ".contract.toml"):
+        for suffix in (".toml", ".contract.toml", ".manifest.json"):
             (self.folder / f"{name}{suffix}").unlink(missing_ok=True)
 
     def load(self, name: str) -> ServedData:
@@ -197,6 +227,8 @@ class DatasetRegistry:
         return self._load(self.get(name))
 
     def _load(self, entry: RegisteredDataset) -> ServedData:
+        if entry.manifest_sha256 is not None:
+            return self._load_images(entry)
         contract = None if entry.contract is None else read_contract(entry.contract)
         if contract is not None and contract.sha256 != entry.contract_sha256:
             raise DataError(
@@ -218,10 +250,81 @@ class DatasetRegistry:
             )
         return ServedData(entry, dataset.sites[0], dataset.spec, contract, report)
 
+    def _load_images(self, entry: RegisteredDataset) -> ServedData:
+        contract = self._pinned_contract(entry)
+        source = self._image_source(entry)
+        loaded = load_image_sites(source)
+        [site] = source.sites  # checked when registered
+        report = loaded.reports.get(site.name)
+        spec = loaded.spec
+        if site.name not in loaded.sites:
+            assert report is not None  # a site is left out only by its contract
+            empty = np.zeros((0, *spec.input_shape), np.float32)
+            labels = _no_labels(spec)
+            data = SiteData(entry.name, empty, labels, empty, labels, "fails its contract")
+            return ServedData(entry, data, spec, contract, report)
+        return ServedData(entry, loaded.sites[site.name], spec, contract, report)
+
+    def _pinned_contract(self, entry: RegisteredDataset) -> DataContract | ImageContract | None:
+        contract = None if entry.contract is None else read_any_contract(entry.contract)
+        if contract is not None and contract.sha256 != entry.contract_sha256:
+            raise DataError(
+                f"the registered contract {entry.contract} changed since it was registered; "
+                "register the data set again"
+            )
+        return contract
+
+    def _image_source(self, entry: RegisteredDataset) -> ImageSource:
+        """The registered image data set file, its files as pinned at registration."""
+        source = read_image_source(self.folder / f"{entry.name}.toml")
+        if len(source.sites) != 1:
+            raise DataError(
+                f"{entry.path} holds {len(source.sites)} sites "
+                f"({', '.join(s.name for s in source.sites)}); a node serves one: give the "
+                "data set file of this hospital only"
+            )
+        now = manifest_of(source, Path(entry.path).parent)
+        if now.digest != entry.manifest_sha256:
+            kept = self.folder / f"{entry.name}.manifest.json"
+            try:
+                change = Manifest.from_json(kept.read_text()).changes(now)
+            except (OSError, ValueError, KeyError):
+                change = "the manifest kept at registration is unreadable"
+            raise DataError(
+                f"the images of {entry.name} changed since they were registered ({change}); "
+                f"check them, then register them again: medfed node dataset add {entry.name} "
+                f"{entry.path} --replace"
+            )
+        return source
+
     def check(self, name: str, contract: str | Path | None = None) -> ContractReport:
-        """Every rule of the registered (or the given) contract on the data set's tables."""
+        """Every rule of the registered (or the given) contract on the data set's tables or
+        images."""
         entry = self.get(name)
+        if entry.manifest_sha256 is not None:
+            return self._check_images(entry, contract)
         return self._check(entry, read_contract(contract if contract is not None else _need(entry)))
+
+    def _check_images(self, entry: RegisteredDataset, given: str | Path | None) -> ContractReport:
+        source = self._image_source(entry)
+        if given is None:
+            _need(entry)
+            contract = self._pinned_contract(entry)
+        else:
+            contract = read_any_contract(given)
+        if not isinstance(contract, ImageContract):
+            raise DataError(f"{given or entry.contract} is a contract for tables, not images")
+        source = replace(
+            source,
+            contract=contract,
+            kind=contract.kind,
+            settings=contract.settings,
+            label=contract.label or source.label,
+            positive=contract.positive,
+            classes=contract.class_names,
+        )
+        loaded = load_image_sites(source)
+        return loaded.reports[source.sites[0].name]
 
     def _check(self, entry: RegisteredDataset, contract: DataContract) -> ContractReport:
         source = read_source(self.folder / f"{entry.name}.toml")
@@ -235,6 +338,16 @@ class DatasetRegistry:
             problems.extend(report.problems)
             rows += report.rows
         return ContractReport(contract.title, tuple(problems), rows=rows)
+
+
+def _no_labels(spec: DataSpec) -> np.ndarray:
+    if spec.kind is TaskKind.SEGMENTATION:
+        return np.zeros((0, *spec.input_shape[1:]), np.int64)
+    if spec.kind is TaskKind.REGRESSION:
+        return np.zeros(0, np.float32)
+    if spec.kind is TaskKind.SURVIVAL:
+        return np.zeros((0, 2), np.float64)
+    return np.zeros(0, np.int64)
 
 
 def _need(entry: RegisteredDataset) -> str:
@@ -268,7 +381,7 @@ def _repoint(text: str, source: Path, contract_copy: Path | None) -> str:
     if "file" in raw:
         raw["file"] = str((base / raw["file"]).absolute())
     for entry in raw.get("sites", {}).values():
-        for key in ("train", "test"):
+        for key in ("train", "test", "images", "labels", "masks"):
             if key in entry:
                 entry[key] = str((base / entry[key]).absolute())
     return tomli_w.dumps(raw)

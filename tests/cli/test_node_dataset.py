@@ -53,3 +53,21 @@ def test_a_table_without_a_contract_is_refused_with_what_to_do(tmp_path: Path) -
         "node", "dataset", "add", "x", str(tmp_path / "t.csv"), "--state", str(tmp_path / "state")
     )
     assert code == 2 and "add --contract FILE" in said, said
+
+
+def test_an_image_data_set_file_is_registered_from_the_command_line(tmp_path: Path) -> None:
+    from tests.site.test_datasets import _xray
+
+    path = _xray(tmp_path)
+    state = str(tmp_path / "state")
+    (tmp_path / "state").mkdir()
+    code, said = run("node", "dataset", "add", "xray", str(path), "--state", state, "--by", "dana")
+    assert code == 0, said
+    assert "images of 8×8 with 1 channel(s), contract xray v3" in " ".join(said.split()), said
+    code, said = run("node", "dataset", "check", "xray", "--state", state)
+    assert code == 0 and "passes contract xray v3 (8 images)" in said, said
+    (path.parent / "a" / "images" / "p3.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    code, said = run("node", "dataset", "check", "xray", "--state", state)
+    said = " ".join(said.split())
+    assert code == 2 and "changed since they were registered (1 file(s) of another size" in said
+    assert "Traceback" not in said

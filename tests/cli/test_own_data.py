@@ -68,3 +68,19 @@ def test_a_bad_table_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "b.csv (site b): no column 'y'" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.integration
+def test_exported_images_to_a_simulated_federation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's tour on images: a bundled imaging set as PNG files, then a federation."""
+    monkeypatch.chdir(tmp_path)
+    medfed(
+        "data", "export", "synthetic-imaging", "--sites", "2",
+        "--option", "num_images=80", "--out", "scans",
+    )  # fmt: skip
+    assert Path("scans/imaging-site-01/labels.csv").is_file()
+    medfed("simulate", "--data", "scans/data.toml", "--rounds", "1", "--out", "run")
+    summary = json.loads(Path("run/summary.json").read_text())
+    assert summary["model_sha256"]
