@@ -20,6 +20,7 @@ from medfed.site.pipeline import UpdateStep, compute_delta, run_pipeline
 if TYPE_CHECKING:
     from medfed.privacy.steps import ClientDPSteps
     from medfed.site.secure_aggregation import SecureAggregationSite
+    from medfed.site.statistics import StatsSource
 
 __all__ = ["SiteRuntime"]
 
@@ -40,8 +41,10 @@ class SiteRuntime:
         *,
         dp: ClientDPSteps | None = None,
         secure: SecureAggregationSite | None = None,
+        stats: StatsSource | None = None,
     ) -> None:
         self.name = name
+        self.stats = stats  # the records federated statistics read (medfed.site.statistics)
         self.app = app
         self.dp = dp
         self.secure = secure
@@ -97,6 +100,18 @@ class SiteRuntime:
                     update=masked,
                     seconds=time.perf_counter() - start,
                     message=answer,
+                )
+            if instruction.operation is Operation.STATS:
+                from medfed.site.statistics import answer_stats
+
+                update, message = answer_stats(instruction, self.stats, self.secure)
+                return Reply(
+                    site=self.name,
+                    round=instruction.round,
+                    operation=instruction.operation,
+                    update=update,
+                    seconds=time.perf_counter() - start,
+                    message=message,
                 )
             if instruction.operation is Operation.EVALUATE:
                 metrics = self.app.evaluate(instruction.params, instruction)

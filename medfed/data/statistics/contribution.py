@@ -7,6 +7,7 @@ the sites' (in the clear or under secure aggregation) and equals the pooled figu
 ``rows``            records
 ``present``         per feature, records with a value; ``missing``: without
 ``sum``/``sumsq``   per feature, Σx and Σx² over present values (stage "moments")
+``sumsq_w``         per feature, Σ(x − the site's own mean)² (moments, if asked: ComBat)
 ``time_counts``     records with a follow-up time, and events (stage "moments", survival)
 ``time_sums``       Σt, Σt² of the follow-up times (stage "moments", survival)
 ``sumsq_c``         per feature, Σ(x − c)² about the query's centre c (stage "shapes")
@@ -43,7 +44,7 @@ __all__ = ["REAL_BLOCKS", "Contribution", "contribution"]
 FloatArray = npt.NDArray[np.float64]
 
 # the blocks that hold real sums; every other block holds counts (integers)
-REAL_BLOCKS = frozenset({"sum", "sumsq", "sumsq_c", "time_sums"})
+REAL_BLOCKS = frozenset({"sum", "sumsq", "sumsq_c", "sumsq_w", "time_sums"})
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,10 @@ def contribution(
     if query.stage == "moments":
         blocks["sum"] = filled.sum(axis=0)
         blocks["sumsq"] = (filled * filled).sum(axis=0)
+        if query.within:
+            count = np.maximum(blocks["present"], 1.0)
+            d = np.where(present, x - blocks["sum"] / count, 0.0)
+            blocks["sumsq_w"] = (d * d).sum(axis=0)
         if survival:
             assert time is not None and event is not None
             known = ~np.isnan(time)
@@ -183,6 +188,8 @@ def sensitivity_groups(query: SiteQuery, layout: Mapping[str, int]) -> list[Grou
         if "sum" in layout:
             groups.append(((("sum", i),), big))
             groups.append(((("sumsq", i),), big * big))
+        if "sumsq_w" in layout:  # one record moves the site's mean: at most (hi − lo)²
+            groups.append(((("sumsq_w", i),), (hi - lo) ** 2))
         if "sumsq_c" in layout:
             c = query.centre.get(f, 0.0)
             groups.append(((("sumsq_c", i),), max((lo - c) ** 2, (hi - c) ** 2)))

@@ -173,6 +173,7 @@ class SiteQuery:
     noise_multiplier: float | None = None
     epsilon: float | None = None
     delta: float = 1e-6
+    within: bool = False  # also Σ(x − site mean)² (moments; harmonisation's ComBat)
 
     def __post_init__(self) -> None:
         _check(self.stage in ("moments", "shapes"), 'stage must be "moments" or "shapes"')
@@ -214,6 +215,7 @@ class SiteQuery:
             "noise_multiplier": self.noise_multiplier,
             "epsilon": self.epsilon,
             "delta": self.delta,
+            "within": self.within,
         }
 
     @classmethod
@@ -240,6 +242,7 @@ class SiteQuery:
                 ),
                 epsilon=None if raw.get("epsilon") is None else float(raw["epsilon"]),
                 delta=float(raw.get("delta", 1e-6)),
+                within=bool(raw.get("within", False)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"a statistics query is malformed: {exc}") from None
