@@ -45,12 +45,14 @@ def _register() -> None:
         node_start,
         provision,
         simulate,
+        stats,
     )
     from medfed.cli.audit import audit as audit_group
     from medfed.cli.privacy import privacy as privacy_group
 
     cli.add_command(simulate.demo)
     cli.add_command(simulate.simulate)
+    cli.add_command(stats.stats)
     data.data.add_command(data_contract.contract)
     cli.add_command(data.data)
     cli.add_command(provision.provision)
