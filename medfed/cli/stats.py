@@ -112,7 +112,7 @@ def show_result(result: object) -> None:
 @click.option("--range", "ranges", multiple=True, metavar="NAME=LOW:HIGH",
               help="A feature's public range (DP clips to it; 'time' for survival).")  # fmt: skip
 @click.option("--secure/--no-secure", default=False,
-              help="Secure aggregation: the coordinator learns sums only (no site rows).")  # fmt: skip
+              help="Secure aggregation: the coordinator learns sums only.")  # fmt: skip
 @click.option("--per-site/--no-per-site", default=True, help="Also release each site's rows.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
