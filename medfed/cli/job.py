@@ -163,6 +163,8 @@ def submit(
         "n_classes": spec.n_classes,
         "data": data.name,
     }
+    if spec.kind.value == "regression":  # the default model predicts in the target's unit
+        data_spec.update(target_center=spec.target_center, target_scale=spec.target_scale)
     if contract is not None:
         data_spec.update(contract=contract.title, contract_sha256=contract.sha256)
     config = JobConfig(run=run, data_spec=data_spec)

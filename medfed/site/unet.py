@@ -37,10 +37,10 @@ class _Block(nn.Sequential):
         super().__init__(
             conv(c_in, c_out, kernel_size=3, padding=1),
             nn.GroupNorm(_groups(c_out), c_out),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
             conv(c_out, c_out, kernel_size=3, padding=1),
             nn.GroupNorm(_groups(c_out), c_out),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
         )
 
 

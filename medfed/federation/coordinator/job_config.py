@@ -83,10 +83,13 @@ def _sha256(v: Any) -> str | None:
 def _shape(v: Any) -> str | None:
     if (
         not isinstance(v, list)
-        or not 1 <= len(v) <= 3
+        or not 1 <= len(v) <= 4
         or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in v)
     ):
-        return "must be a list of 1 to 3 positive integers (features, or channels x H x W)"
+        return (
+            "must be a list of 1 to 4 positive integers (features, channels x H x W, or "
+            "channels x D x H x W)"
+        )
     if math.prod(v) > MAX_INPUT_VALUES:
         return f"must describe at most {MAX_INPUT_VALUES} values per record"
     return None
@@ -115,6 +118,9 @@ _DATA_SPEC: dict[str, Check] = {
     "n_classes": _integer(2, 10_000),
     "data": _text,
     "feature_names": _names,
+    # a regression target's consortium-wide center and spread (medfed.data.base.DataSpec)
+    "target_center": _number(-1e15, 1e15),
+    "target_scale": _number(0, 1e15, open_lo=True),
     # a job on data under a contract: its title and the sha256 every site's copy must have
     "contract": _text,
     "contract_sha256": _sha256,

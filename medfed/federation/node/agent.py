@@ -586,6 +586,8 @@ def spec_from_json(raw: dict[str, Any]) -> DataSpec:
         kind=TaskKind(raw["kind"]),
         input_shape=tuple(raw["input_shape"]),
         n_classes=int(raw.get("n_classes", 2)),
+        target_center=float(raw.get("target_center", 0.0)),
+        target_scale=float(raw.get("target_scale", 1.0)),
     )
 
 
