@@ -7,6 +7,7 @@
     version = "1"
     task = "binary"            # binary | multiclass | survival | regression
     label = "readmitted"       # survival: time = "…", event = "…"; regression: a number column
+                               # (its min and max give the model's target centre and scale)
     positive = "yes"           # binary: the label value that is class 1
     id_column = "patient_id"   # each patient once (optional)
     missing = "impute"         # a missing feature: "impute" (the site's training mean or no
@@ -46,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from medfed.data.base import DataSpec, TaskKind
+from medfed.data.outcomes import range_scaling
 from medfed.errors import DataError
 
 if TYPE_CHECKING:
@@ -187,7 +189,18 @@ class DataContract:
         """The federation's data spec, from the contract alone (no patient data needed)."""
         n_classes = 2 if self.kind is not TaskKind.MULTICLASS else len(self.classes())
         names = self.feature_names()
-        return DataSpec(self.kind, (len(names),), n_classes=n_classes, feature_names=names)
+        center, scale = 0.0, 1.0
+        if self.kind is TaskKind.REGRESSION:
+            rule = self.rule(str(self.label))
+            center, scale = range_scaling(rule.min, rule.max)
+        return DataSpec(
+            self.kind,
+            (len(names),),
+            n_classes=n_classes,
+            feature_names=names,
+            target_center=center,
+            target_scale=scale,
+        )
 
     # --- checking a table --------------------------------------------------------------
 

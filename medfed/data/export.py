@@ -6,7 +6,8 @@ own-data path (:mod:`medfed.data.files`) can be tried, and tested, without anyon
 
 An image data set (``synthetic-imaging``, 2D ``synthetic-segmentation``) becomes one folder per
 site: ``SITE/images/*.png``, ``SITE/labels.csv`` and ``SITE/test.csv`` (columns ``file`` and
-``label``; segmentation: ``SITE/masks/*.png`` named like the images and a test file list).
+``label``; segmentation: ``SITE/masks/*.png`` named like the images, and ``SITE/test.csv``
+lists the test images).
 The images are 16-bit grayscale PNG (8-bit for RGB) over the data set's whole intensity range;
 the data set file's ``rescale = [slope, intercept]`` turns the pixels back into the
 intensities and ``intensity = "none"`` keeps them, so loading the files gives the bundled

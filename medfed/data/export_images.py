@@ -50,7 +50,10 @@ def export_images(dataset: FederatedDataset, folder: str | Path) -> Path:
             if segmentation:
                 for name, mask in zip(names, y, strict=True):
                     _mask_png(base / "masks" / name, mask)
-            _labels(base / ("labels.csv" if part == "train" else "test.csv"), names, y, spec.kind)
+            if part == "test" or not segmentation:  # segmentation: the test list only
+                _labels(
+                    base / f"{'labels' if part == 'train' else 'test'}.csv", names, y, spec.kind
+                )
         entry = {"images": f"{site.name}/images", "test": f"{site.name}/test.csv"}
         if segmentation:
             entry["masks"] = f"{site.name}/masks"

@@ -53,7 +53,7 @@ from medfed.data.data_file import (
     read_toml,
 )
 from medfed.data.images import load_images
-from medfed.data.outcomes import class_codes, plain, regression_targets
+from medfed.data.outcomes import class_codes, plain, regression_targets, target_scaling
 from medfed.data.partition import train_test_indices
 from medfed.errors import DataError
 
@@ -309,11 +309,17 @@ def load_data_file(path: str | Path) -> FederatedDataset:
         notes["rows without an outcome (left out)"] = ", ".join(
             f"{s}: {n}" for s, n in dropped.items()
         )
+    center, scale = 0.0, 1.0
+    if source.kind is TaskKind.REGRESSION:
+        center, scale = target_scaling(s.y_train for s in sites)
+        notes["target"] = f"centre {center:.6g}, scale {scale:.6g} (the sites' training targets)"
     spec = DataSpec(
         kind=source.kind,
         input_shape=(len(enc.names),),
         n_classes=n_classes,
         feature_names=enc.names,
+        target_center=center,
+        target_scale=scale,
     )
     return FederatedDataset(
         name=source.path.stem,

@@ -15,7 +15,8 @@
     classes = ["normal", "pneumonia"]  # the label's values in class order;
                                        # segmentation: the mask classes, 0 (background) first
     positive = "pneumonia"     # binary: the class 1 (else the second of classes)
-    # regression: min = 0, max = 120 bound the label instead of classes
+    # regression: min = 0, max = 120 bound the label instead of classes (and give the
+    # model's target centre, their middle, and scale, a quarter of their width)
 
 The model's input (``channels × size``) and its classes come from the contract alone
 (:meth:`ImageContract.spec`), so a researcher submits a job without any image. A site's
@@ -43,6 +44,7 @@ from medfed.data.contract import (
     is_image_contract,
     read_contract_file,
 )
+from medfed.data.outcomes import range_scaling
 from medfed.errors import DataError
 
 __all__ = [
@@ -184,7 +186,15 @@ class ImageContract:
             if self.kind in (TaskKind.MULTICLASS, TaskKind.SEGMENTATION)
             else 2
         )
-        return DataSpec(self.kind, (self.settings.channels, *self.size), n_classes=n)
+        regression = self.kind is TaskKind.REGRESSION
+        center, scale = range_scaling(self.min, self.max) if regression else (0.0, 1.0)
+        return DataSpec(
+            self.kind,
+            (self.settings.channels, *self.size),
+            n_classes=n,
+            target_center=center,
+            target_scale=scale,
+        )
 
     def check(
         self, images: Sequence[ImageFacts], labels: Sequence[Any] = (), *, label_rows: int = 0

@@ -6,8 +6,9 @@ outcome and are small, are pinned by sha256. The images and masks are pinned by 
 each file's path (relative to the data set file's folder) and size in bytes, whose sha256 is
 the manifest digest. A start then costs one ``stat`` per file, and catches an image added,
 removed, renamed or replaced by one of another size; what it does not catch is an edit in
-place that keeps the size (a re-export of the same image with other pixel values), which
-only the contract check and :func:`content_digest` (every byte, on request) would see.
+place that keeps the size (a re-export of the same image with other pixel values): the
+contract check at every start still sees what the contract rules on (format, modality,
+dimensions, mask classes), not a changed pixel.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from medfed.data.image_source import ImageSource
 from medfed.errors import DataError
 
-__all__ = ["Manifest", "check_inside", "content_digest", "manifest_of"]
+__all__ = ["Manifest", "check_inside", "manifest_of"]
 
 
 @dataclass(frozen=True)
@@ -85,17 +86,6 @@ def manifest_of(source: ImageSource, base: Path) -> Manifest:
                 key = table.absolute().relative_to(base.absolute()).as_posix()
                 labels[key] = hashlib.sha256(table.read_bytes()).hexdigest()
     return Manifest(files, labels)
-
-
-def content_digest(source: ImageSource) -> str:
-    """The sha256 over every image and mask file's bytes (slow: for a check on request)."""
-    h = hashlib.sha256()
-    for p in _files(source):
-        h.update(p.name.encode() + b"\0")
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def check_inside(data_file: Path, source: ImageSource) -> None:

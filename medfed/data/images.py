@@ -55,7 +55,7 @@ mask values outside the classes, images of different sizes without ``size``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,37 +64,17 @@ import numpy.typing as npt
 
 from medfed.data.base import DataSpec, FederatedDataset, SiteData, TaskKind
 from medfed.data.contract import ContractReport
-from medfed.data.data_file import read_table
 from medfed.data.image_contract import ImageFacts
-from medfed.data.image_readers import Stored, entry_name, image_entries, read_image, resize
-from medfed.data.image_source import ImageSite, ImageSource, read_image_source
-from medfed.data.outcomes import class_codes, plain, regression_targets
+from medfed.data.image_listing import Listed, Record, list_site
+from medfed.data.image_readers import Stored, read_image, resize
+from medfed.data.image_source import ImageSource, read_image_source
+from medfed.data.outcomes import class_codes, regression_targets, target_scaling
 from medfed.data.partition import train_test_indices
 from medfed.errors import DataError
 
 __all__ = ["ImageLoad", "load_image_sites", "load_images"]
 
 _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)
-
-
-@dataclass
-class _Record:
-    name: str  # the images folder's entry
-    path: Path
-    role: str  # "train" | "test" | "all"
-    label: Any = None  # the labels file's value
-    row: int = 0  # its data row (1-based) in ``where``
-    where: str = ""  # the labels file
-    mask: Path | None = None
-
-
-@dataclass
-class _Listed:
-    site: ImageSite
-    records: list[_Record]
-    unlabelled: int = 0
-    no_label: int = 0
-    not_images: int = 0
 
 
 @dataclass
@@ -129,7 +109,7 @@ def load_images(path: str | Path) -> FederatedDataset:
 def load_image_sites(source: ImageSource) -> ImageLoad:
     """Every site read; under a contract each site is checked and one that fails is left out
     (its :class:`ContractReport` says why)."""
-    listed = [_list(source, site) for site in source.sites]
+    listed = [list_site(source, site) for site in source.sites]
     contract = source.contract
     codes: dict[Any, int] = {}
     n_classes = 2
@@ -142,7 +122,7 @@ def load_image_sites(source: ImageSource) -> ImageLoad:
             source.kind, source.label, source.positive, observed, source.path
         )
     size = source.settings.size
-    read: list[tuple[_Listed, list[tuple[_Record, Stored, Stored | None]]]] = []
+    read: list[tuple[Listed, list[tuple[Record, Stored, Stored | None]]]] = []
     first: Stored | None = None
     formats: set[str] = set()
     for one in listed:
@@ -180,124 +160,13 @@ def load_image_sites(source: ImageSource) -> ImageLoad:
         if one.site.name in reports and not reports[one.site.name].passed:
             continue
         sites[one.site.name] = _site(source, index, one, images, target, codes)
-    kind = source.kind
-    if kind is TaskKind.SEGMENTATION and contract is not None:
-        n_classes = len(contract.class_names)
-    spec = DataSpec(kind, (source.settings.channels, *target), n_classes=n_classes)
+    spec = DataSpec(source.kind, (source.settings.channels, *target), n_classes=n_classes)
+    if contract is not None:
+        spec = contract.spec()
+    elif source.kind is TaskKind.REGRESSION and sites:
+        center, scale = target_scaling(s.y_train for s in sites.values())
+        spec = replace(spec, target_center=center, target_scale=scale)
     return ImageLoad(spec, sites, reports, _notes(source, listed, reports, formats))
-
-
-def _list(source: ImageSource, site: ImageSite) -> _Listed:
-    entries, others = image_entries(site.images)
-    if site.masks is not None:
-        records = _paired(source, site, entries)
-        used = {r.name for r in records}
-    else:
-        assert site.labels is not None
-        records = []
-        no_label = 0
-        for role, path in (("train", site.labels), ("test", site.test)):
-            if path is None:
-                continue
-            rows, missing = _labels_file(source, site, path, entries)
-            no_label += missing
-            for r in rows:
-                r.role = role if site.test is not None else "all"
-            records += rows
-        used = set()
-        for r in records:
-            if r.name in used:
-                raise DataError(
-                    f"{r.where}, data row {r.row}: image {r.name!r} is named twice (in "
-                    f"{'both the labels and the test file' if site.test else 'this file'}); "
-                    "an image is a training or a test image, once"
-                )
-            used.add(r.name)
-    listed = _Listed(site, records, len(set(entries) - used), 0, len(others))
-    if site.masks is None:
-        listed.no_label = no_label
-    for role in ("train", "test", "all"):
-        mine = [r for r in records if r.role == role]
-        if role == "all" and mine and len(mine) < 2:
-            raise DataError(f"site {site.name}: {len(mine)} image(s) with a label; a site needs 2")
-        if role == "train" and site.test is not None and not mine:
-            raise DataError(f"site {site.name}: no training image with a label")
-    if not records:
-        raise DataError(f"site {site.name}: no image with a label in {site.images}")
-    return listed
-
-
-def _labels_file(
-    source: ImageSource, site: ImageSite, path: Path, entries: dict[str, Path]
-) -> tuple[list[_Record], int]:
-    frame = read_table(path)
-    needed = [source.file_column] + ([] if site.masks is not None else [source.label])
-    for column in needed:
-        if column not in frame.columns:
-            key = "file_column" if column == source.file_column else "label"
-            raise DataError(
-                f"{path} (site {site.name}): no column {column!r} ({key}); its columns are "
-                f"{', '.join(frame.columns[:8])}"
-            )
-    out = []
-    missing = 0
-    labels = frame[source.label] if source.label in frame.columns else None
-    for i, name in enumerate(frame[source.file_column]):
-        row = i + 1
-        if not isinstance(name, str) or not name.strip():
-            raise DataError(
-                f"{path}, data row {row}: no image named in column {source.file_column!r}"
-            )
-        if name not in entries:
-            raise DataError(
-                f"{path}, data row {row}: image {name!r} is not in {site.images} (no such file "
-                "or series folder); fix the name, or remove the row"
-            )
-        value = None if labels is None else labels.iloc[i]
-        if labels is not None and (value is None or (isinstance(value, float) and np.isnan(value))):
-            missing += 1  # a row without a label: left out, counted
-            continue
-        out.append(_Record(name, entries[name], "all", plain(value), row, str(path)))
-    return out, missing
-
-
-def _paired(source: ImageSource, site: ImageSite, entries: dict[str, Path]) -> list[_Record]:
-    assert site.masks is not None
-    by_stem: dict[str, str] = {}
-    for name, path in entries.items():
-        stem = entry_name(path)
-        if stem in by_stem:
-            raise DataError(
-                f"{site.images}: {by_stem[stem]} and {name} have the same name; a mask could "
-                "not tell them apart"
-            )
-        by_stem[stem] = name
-    masks, _ = image_entries(site.masks)
-    paired: dict[str, Path] = {}
-    for mask_path in masks.values():
-        stem = entry_name(mask_path)
-        if stem not in by_stem:
-            raise DataError(
-                f"{mask_path}: a mask without an image (no {stem}.* in {site.images}); a mask "
-                "is named like its image"
-            )
-        if by_stem[stem] in paired:
-            raise DataError(f"{site.masks}: two masks for the image {by_stem[stem]}")
-        paired[by_stem[stem]] = mask_path
-    test: set[str] = set()
-    if site.test is not None:
-        rows, _ = _labels_file(source, site, site.test, entries)
-        for r in rows:
-            if r.name not in paired:
-                raise DataError(
-                    f"{site.test}, data row {r.row}: image {r.name!r} has no mask in {site.masks}"
-                )
-        test = {r.name for r in rows}
-    role = "train" if site.test is not None else "all"
-    return [
-        _Record(name, entries[name], "test" if name in test else role, mask=paired[name])
-        for name in sorted(paired)
-    ]
 
 
 def _rescaled(source: ImageSource, stored: Stored) -> Stored:
@@ -331,7 +200,7 @@ def _check_size(
         )
 
 
-def _mask(record: _Record, image: Stored) -> Stored:
+def _mask(record: Record, image: Stored) -> Stored:
     assert record.mask is not None
     mask = read_image(record.mask)
     if mask.channels != 1:
@@ -415,8 +284,8 @@ def _intensity(
 def _site(
     source: ImageSource,
     index: int,
-    one: _Listed,
-    images: list[tuple[_Record, Stored, Stored | None]],
+    one: Listed,
+    images: list[tuple[Record, Stored, Stored | None]],
     target: tuple[int, ...],
     codes: dict[Any, int],
 ) -> SiteData:
@@ -443,7 +312,7 @@ def _site(
 
 def _targets(
     source: ImageSource,
-    pairs: list[tuple[_Record, Stored | None]],
+    pairs: list[tuple[Record, Stored | None]],
     target: tuple[int, ...],
     codes: dict[Any, int],
 ) -> npt.NDArray[Any]:
@@ -467,7 +336,7 @@ def _class_text(value: Any) -> str:
 
 def _notes(
     source: ImageSource,
-    listed: list[_Listed],
+    listed: list[Listed],
     reports: dict[str, ContractReport],
     formats: set[str],
 ) -> dict[str, str]:

@@ -14,7 +14,13 @@ import numpy.typing as npt
 from medfed.data.base import TaskKind
 from medfed.errors import DataError
 
-__all__ = ["class_codes", "plain", "regression_targets"]
+__all__ = [
+    "class_codes",
+    "plain",
+    "range_scaling",
+    "regression_targets",
+    "target_scaling",
+]
 
 
 def plain(value: Any) -> Any:
@@ -76,3 +82,21 @@ def regression_targets(
             )
         out.append(number)
     return np.asarray(out, dtype=np.float32)
+
+
+def target_scaling(targets: Iterable[npt.NDArray[Any]]) -> tuple[float, float]:
+    """A regression target's centre and scale for the spec: the mean and standard deviation
+    of the sites' training targets pooled (a scale of 1 for a constant target)."""
+    y = np.concatenate([np.asarray(t, np.float64).reshape(-1) for t in targets])
+    if not len(y):
+        return 0.0, 1.0
+    sd = float(y.std())
+    return float(y.mean()), sd if sd > 0 and math.isfinite(sd) else 1.0
+
+
+def range_scaling(low: float | None, high: float | None) -> tuple[float, float]:
+    """A contract's regression centre and scale from the label's declared range alone (no
+    site's data): the middle of [min, max] and a quarter of its width; 0 and 1 without both."""
+    if low is None or high is None or not high > low:
+        return 0.0, 1.0
+    return (low + high) / 2, (high - low) / 4

@@ -84,3 +84,24 @@ def test_exported_images_to_a_simulated_federation(
     medfed("simulate", "--data", "scans/data.toml", "--rounds", "1", "--out", "run")
     summary = json.loads(Path("run/summary.json").read_text())
     assert summary["model_sha256"]
+
+
+@pytest.mark.integration
+def test_segmentation_masks_to_a_simulated_federation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scans and their masks as PNG files (synthetic-segmentation exported), trained by the
+    default U-Net: the federation is evaluated by Dice on every site's test masks."""
+    monkeypatch.chdir(tmp_path)
+    medfed(
+        "data", "export", "synthetic-segmentation", "--sites", "2",
+        "--option", "num_images=32", "--option", "image_size=16", "--out", "seg",
+    )  # fmt: skip
+    assert Path("seg/segmentation-site-01/masks/train-00000.png").is_file()
+    medfed("simulate", "--data", "seg/data.toml", "--rounds", "1", "--out", "run")
+    summary = json.loads(Path("run/summary.json").read_text())
+    assert summary["sites"] == ["segmentation-site-01", "segmentation-site-02"]
+    assert 0 <= summary["final"]["dice"] <= 1
+    assert summary["final"]["num_examples"] == sum(
+        len(Path(f"seg/{s}/test.csv").read_text().splitlines()) - 1 for s in summary["sites"]
+    )

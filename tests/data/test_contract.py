@@ -218,6 +218,8 @@ def test_a_regression_contract_takes_a_number_label(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text(REGRESSION)
     contract = read_contract(tmp_path / "c.toml")
     assert contract.classes() == () and contract.spec().input_shape == (1,)
+    spec = contract.spec()  # the target's centre and scale from the declared range alone
+    assert (spec.target_center, spec.target_scale) == (182.5, 91.25)
     frame = pd.DataFrame({"age": [50.0, 61.0, 70.0], "days": [3.5, 400.0, "x"]})
     report = contract.check(frame)
     assert not report.passed

@@ -193,6 +193,9 @@ def test_a_regression_label_is_a_float32_target_split_by_seed(tmp_path: Path) ->
     kept = frame["stay"].dropna().to_numpy(np.float32)
     np.testing.assert_array_equal(np.sort(np.concatenate([a.y_train, a.y_test])), np.sort(kept))
     np.testing.assert_array_equal(load_data_file(path).site("a").y_test, a.y_test)  # the seed's
+    # the model's target centre and scale: the sites' training targets
+    assert ds.spec.target_center == pytest.approx(float(a.y_train.mean()), rel=1e-5)
+    assert ds.spec.target_scale == pytest.approx(float(a.y_train.std()), rel=1e-4)
     frame["stay"] = frame["stay"].astype(object)
     frame.loc[12, "stay"] = "long"
     frame.to_csv(tmp_path / "a.csv", index=False)

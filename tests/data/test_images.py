@@ -86,8 +86,10 @@ def test_regression_labels_are_float32_targets(tmp_path: Path) -> None:
     png_site(tmp_path, "a", n=6)
     labels(tmp_path / "a" / "labels.csv", [(f"p{i}.png", 40.5 + i) for i in range(6)])
     path = data_file(tmp_path, 'task = "regression"\nlabel = "label"\n', {"a": classified("a")})
-    site = load_data_file(path).site("a")
+    ds = load_data_file(path)
+    site = ds.site("a")
     assert site.y_train.dtype == np.float32
+    assert ds.spec.target_center == pytest.approx(float(site.y_train.mean()))
     assert sorted([*site.y_train, *site.y_test]) == [40.5 + i for i in range(6)]
     labels(tmp_path / "a" / "labels.csv", [("p0.png", 1), ("p1.png", "high"), ("p2.png", 3)])
     with pytest.raises(DataError, match=r"labels.csv, data row 2: label 'label' must be a finite"):
@@ -220,3 +222,17 @@ def test_an_exported_imaging_set_loads_back_as_the_same_arrays(tmp_path: Path) -
         np.testing.assert_allclose(b.x_test, a.x_test, atol=slope / 2 + 1e-6)
         np.testing.assert_array_equal(b.y_train, a.y_train)
         np.testing.assert_array_equal(b.y_test, a.y_test)
+
+
+def test_exported_segmentation_scans_and_masks_load_back(tmp_path: Path) -> None:
+    from medfed.data.export import export_dataset
+
+    options = {"num_images": 24, "image_size": 16}
+    bundled = load_dataset("synthetic-segmentation", num_sites=2, options=options)
+    again = load_data_file(export_dataset(bundled, tmp_path / "seg"))
+    assert again.spec == bundled.spec and again.spec.n_classes == 2
+    for a, b in zip(bundled.sites, again.sites, strict=True):
+        np.testing.assert_allclose(b.x_test, a.x_test, atol=1e-4)
+        np.testing.assert_array_equal(b.y_train, a.y_train)
+        np.testing.assert_array_equal(b.y_test, a.y_test)
+        assert b.y_train.dtype == np.int64
