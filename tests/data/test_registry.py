@@ -61,7 +61,7 @@ def test_label_conventions(name: str) -> None:
         elif ds.spec.kind is TaskKind.SEGMENTATION:
             assert site.y_train.dtype == np.int64
             assert site.y_train.shape[1:] == ds.spec.input_shape[1:]
-            assert 0 <= site.y_train.min() and site.y_train.max() < ds.spec.n_classes
+            assert site.y_train.min() >= 0 and site.y_train.max() < ds.spec.n_classes
         else:
             assert site.y_train.dtype == np.int64 and site.y_train.ndim == 1
             assert site.y_train.max() < ds.spec.n_classes
