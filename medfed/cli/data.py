@@ -46,7 +46,8 @@ def list_(show_options: bool) -> None:
 @DATA_OPTIONS
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of generated data.")
 def export(name: str, out_dir: str, sites: int | None, options: tuple[str, ...], seed: int) -> None:
-    """Write a bundled tabular data set as CSV files per site, with its data set file.
+    """Write a bundled data set as files per site (tables: CSV; 2D images: PNG and labels
+    files), with its data set file.
 
     \b
     Example:
@@ -61,6 +62,6 @@ def export(name: str, out_dir: str, sites: int | None, options: tuple[str, ...],
     dataset = load_dataset(name, num_sites=sites, seed=seed, options=parse_options(options))
     path = export_dataset(dataset, out_dir)
     out.print(
-        f"wrote {len(dataset.sites)} sites' train and test CSV files and [cyan]{path}[/]; "
+        f"wrote {len(dataset.sites)} sites' train and test files and [cyan]{path}[/]; "
         f"simulate on them with: medfed simulate --data {path}"
     )

@@ -150,9 +150,9 @@ def submit(
     data = run.data
     contract = None
     if contract_path is not None:  # the input is the contract's: no patient data needed here
-        from medfed.data.contract import read_contract
+        from medfed.data.image_contract import read_any_contract
 
-        contract = read_contract(contract_path)
+        contract = read_any_contract(contract_path)  # a table's or an image contract
         spec = contract.spec()
     else:
         spec = load_dataset(data.name, data_dir=data.dir, options=data.options).spec

@@ -131,6 +131,12 @@ def test_dicom_files_and_series_folders(tmp_path: Path) -> None:
     x = np.concatenate([site.x_train, site.x_test])
     hu = ref.pixel_array * float(ref.RescaleSlope) + float(ref.RescaleIntercept)
     np.testing.assert_allclose(x[0, 0], hu)  # values in Hounsfield units
+    windowed = data_file(
+        tmp_path, 'task = "binary"\nwindow = [-100, 200]\n', {"ct": classified("ct")}
+    )
+    site = load_data_file(windowed).site("ct")
+    x = np.concatenate([site.x_train, site.x_test])
+    np.testing.assert_allclose(x[0, 0], (np.clip(hu, -100, 200) + 100) / 300, rtol=1e-5)
 
     # a folder of one series' files is one volume, slices in patient order
     expected = _series(tmp_path / "v" / "images" / "vol1", [5.0, -5.0, 0.0])
