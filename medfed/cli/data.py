@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import click
 
+from medfed.cli.data_quality import quality
 from medfed.cli.simulate import DATA_OPTIONS
 
 
 @click.group()
 def data() -> None:
     """Bundled data sets (nothing is downloaded)."""
+
+
+data.add_command(quality)
 
 
 @data.command("list")

@@ -11,7 +11,7 @@ from medfed.data.statistics.contribution import Contribution, contribution
 from medfed.data.statistics.query import DEFAULT_MIN_COUNT, SiteQuery, Statistic, StatsQuery
 from medfed.data.statistics.release import FEDERATION, FeatureSummary, Histogram, RowSummary
 from medfed.data.statistics.survival import SurvivalCurve, kaplan_meier
-from medfed.data.statistics.table import SiteTable, site_table
+from medfed.data.statistics.table import SiteTable, outcome_names, site_table
 
 __all__ = [
     "DEFAULT_MIN_COUNT",
@@ -31,5 +31,6 @@ __all__ = [
     "answer_tables",
     "contribution",
     "kaplan_meier",
+    "outcome_names",
     "site_table",
 ]
