@@ -22,8 +22,9 @@ two cells are left. PSI is noisy for a small site (a released zero beside a full
 cell weighs ``ln(p_fed / PSI_FLOOR)``): read it with the site's record count.
 
 Under secure aggregation the coordinator learns only sums over the sites: the report then has
-the federation's figures only, and says so (shift needs each site's figures; a site can see
-its own against the released federation figures with ``medfed node inspect``).
+the federation's figures only (missingness flags on them too) and says so in its notes. Shift
+needs each site's figures; comparing a site with the released federation figures at the site
+itself (where its own figures are not a disclosure) is left for later.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medfed.config import DataConfig
+from medfed.config import BackendConfig, DataConfig
 from medfed.data import load_dataset
 from medfed.errors import DataError
 from medfed.orchestration.quality import QualityReport, QualityThresholds
@@ -194,3 +194,15 @@ def test_regression_target_mean_and_sd_equal_numpy() -> None:
     assert label.sd == pytest.approx(y.std(ddof=1), rel=1e-6)
     site = next(iter(report.sites.values())).label
     assert site is not None and site.mean is not None
+
+
+def test_a_process_pool_gives_the_same_report(
+    consortium: tuple[Path, QualityReport],
+) -> None:
+    folder, report = consortium
+    pool = simulate_quality(
+        DataConfig(name=str(folder / "consortium.toml")),
+        backend=BackendConfig(kind="process", workers=2),
+    )
+    assert pool.flags == report.flags and set(pool.sites) == set(report.sites)
+    assert pool.not_shown.keys() == report.not_shown.keys()
