@@ -10,6 +10,7 @@ construction, so no shift could be seen.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -94,7 +95,17 @@ def simulate_quality(
     else:
         be = InProcessBackend(factory)
     try:
-        return quality_report(be, dataset.spec, features=features, secure=secure,
-                              min_count=min_count, thresholds=thresholds)  # fmt: skip
+        report = quality_report(be, dataset.spec, features=features, secure=secure,
+                                min_count=min_count, thresholds=thresholds)  # fmt: skip
     finally:
         be.close()
+    from medfed.data.data_file import is_data_file
+
+    if is_data_file(data.name):
+        return report
+    note = (
+        f"{dataset.name} is a bundled data set, read as its loader prepares it (missing values "
+        "filled, features in the loader's units): its missingness and ranges are those of the "
+        "prepared data"
+    )
+    return dataclasses.replace(report, notes=(*report.notes, note))

@@ -79,6 +79,7 @@ def test_flags_exactly_the_shifted_site_and_the_missing_feature(
 ) -> None:
     _, report = consortium
     flagged = {(f.site, f.feature, f.check) for f in report.flags}
+    assert not any("bundled data set" in n for n in report.notes)
     assert flagged == {("shifted", "bmi", "smd"), ("shifted", "bmi", "psi"),
                        ("holey", "age", "missing")}  # fmt: skip
     holey = report.sites["holey"].features["age"]
@@ -190,6 +191,7 @@ def test_regression_target_mean_and_sd_equal_numpy() -> None:
     y = np.concatenate([np.concatenate([s.y_train, s.y_test]) for s in d.sites]).astype(float)
     label = report.federation.label
     assert label is not None and label.kind == "regression"
+    assert any("bundled data set" in n for n in report.notes)
     assert label.mean == pytest.approx(y.mean(), rel=1e-6)
     assert label.sd == pytest.approx(y.std(ddof=1), rel=1e-6)
     site = next(iter(report.sites.values())).label
@@ -206,3 +208,35 @@ def test_a_process_pool_gives_the_same_report(
     )
     assert pool.flags == report.flags and set(pool.sites) == set(report.sites)
     assert pool.not_shown.keys() == report.not_shown.keys()
+
+
+def test_multiclass_fractions_and_a_rare_class_is_suppressed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    # site one: 5 records of class "c" (below the minimum count); site two: 20 of each
+    classes = {"one": ["a"] * 40 + ["b"] * 35 + ["c"] * 5, "two": ["a", "b", "c"] * 20}
+    lines = ["hospital,x,kind"]
+    for site, labels in classes.items():
+        lines += [f"{site},{rng.normal():.6f},{k}" for k in labels]
+    (tmp_path / "all.csv").write_text("\n".join(lines) + "\n")
+    path = tmp_path / "mc.toml"
+    path.write_text(
+        'task = "multiclass"\nlabel = "kind"\nfile = "all.csv"\nsite_column = "hospital"\n'
+        'standardize = "none"\n'
+    )
+    report = simulate_quality(DataConfig(name=str(path)))
+    codes = {"a": "0", "b": "1", "c": "2"}
+    rows = {**{s: report.sites[s] for s in classes}, "federation": report.federation}
+    truth = {**classes, "federation": classes["one"] + classes["two"]}
+    shown = 0
+    for name, row in rows.items():
+        assert row.label is not None and set(row.label.classes) == {"0", "1", "2"}
+        for k, code in codes.items():
+            value = row.label.classes[code]
+            if value is not None:  # a shown fraction is the true one
+                assert value == pytest.approx(truth[name].count(k) / len(truth[name]))
+                shown += 1
+    one = rows["one"].label
+    assert one is not None and one.classes["2"] is None  # 5 records: suppressed
+    # and not recoverable from the others: at least one more class of that site is hidden
+    assert sum(v is None for v in one.classes.values()) >= 2
+    assert shown >= 4
