@@ -160,7 +160,8 @@ def _agent(
 
     from medfed.data.base import SiteData
     from medfed.federation.identity.kits import load_kit
-    from medfed.federation.node.agent import NodeAgent, NodeSettings, spec_from_json
+    from medfed.federation.node.agent import NodeAgent, NodeSettings
+    from medfed.federation.node.job_context import spec_from_json
     from medfed.federation.transfer.client import client_for_kit
 
     client = client_for_kit(load_kit(kits / "sites" / site), url=url, timeout=300)

@@ -201,7 +201,7 @@ class Federation:
 
     def submit(self, url: str, case: Case, rounds: int, min_sites: int) -> str:
         from medfed.federation.coordinator.jobs import JobConfig
-        from medfed.federation.node.agent import spec_from_json
+        from medfed.federation.node.job_context import spec_from_json
         from medfed.serde import params_to_bytes
         from medfed.site.task_loading import load_task
 

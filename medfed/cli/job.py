@@ -270,6 +270,14 @@ def _print_status(view: dict[str, Any]) -> None:
     waiting = [s for s in view.get("pending_sites", []) if sites.get(s) != "rejected"]
     if waiting:
         out.print("[yellow]waiting for approval at:[/] " + ", ".join(map(text, waiting)))
+    if (view.get("config") or {}).get("kind") == "statistics":  # its released tables
+        from medfed.cli.stats import show_result
+        from medfed.cli.stats_job import result_of_view
+
+        result = result_of_view(view)
+        if result is not None:
+            show_result(result)
+        return
     rounds = view.get("rounds_detail", [])
     if rounds:
         table = Table(box=box.SIMPLE_HEAD, title="federated evaluation per round")

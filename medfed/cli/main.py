@@ -42,6 +42,7 @@ def _register() -> None:
         job,
         node,
         node_dataset,
+        node_inspect,
         node_start,
         provision,
         simulate,
@@ -60,6 +61,7 @@ def _register() -> None:
     cli.add_command(coordinator.admin)
     node.node.add_command(node_start.start)
     node.node.add_command(node_dataset.dataset)
+    node.node.add_command(node_inspect.inspect)
     cli.add_command(node.node)
     cli.add_command(job.job)
     cli.add_command(doctor.doctor)

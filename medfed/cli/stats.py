@@ -1,12 +1,14 @@
-"""``medfed stats``: federated statistics over a simulated federation, nothing trained.
+"""``medfed stats``: federated statistics, nothing trained — simulated, or a federation's job.
 
-The command only parses and shows; the query runs in :mod:`medfed.orchestration.statistics`.
+The command only parses and shows; the query runs in :mod:`medfed.orchestration.statistics`
+(a simulation) or at the coordinator (a statistics job, :mod:`medfed.cli.stats_job`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -15,7 +17,7 @@ from medfed.cli.console import out, text
 from medfed.cli.simulate import DATA_OPTIONS, parse_options
 from medfed.errors import ConfigError
 
-__all__ = ["show_result", "stats"]
+__all__ = ["QUERY_OPTIONS", "query_from_options", "show_result", "stats"]
 
 
 def _ranges(values: tuple[str, ...]) -> dict[str, tuple[float, float]]:
@@ -90,37 +92,40 @@ def show_result(result: object) -> None:
     )
 
 
-@click.command("stats")
-@click.option("--data", "data_name", default="breast-cancer", show_default=True,
-              help="A bundled data set's name or a data set file (.toml).")  # fmt: skip
-@click.option("--sites", type=int, default=None, help="Number of sites (where the data allow).")
-@DATA_OPTIONS
-@click.option("--feature", "features", multiple=True, help="A feature (repeatable; none: all).")
-@click.option(
-    "--statistic",
-    "statistics",
-    multiple=True,
-    type=click.Choice(["count", "mean", "variance", "histogram", "quantiles", "survival"]),
-    help="A statistic (repeatable) [count, mean, variance].",
-)
-@click.option("--bins", type=int, default=10, show_default=True, help="Histogram bins.")
-@click.option("--quantile", "quantiles", multiple=True, type=float, help="A quantile in (0, 1).")
-@click.option("--min-count", type=int, default=10, show_default=True,
-              help="Suppress every released count below this.")  # fmt: skip
-@click.option("--epsilon", type=float, default=None, help="DP: each site's ε (needs --range).")
-@click.option("--delta", type=float, default=1e-6, show_default=True, help="DP: δ.")
-@click.option("--range", "ranges", multiple=True, metavar="NAME=LOW:HIGH",
-              help="A feature's public range (DP clips to it; 'time' for survival).")  # fmt: skip
-@click.option("--secure/--no-secure", default=False,
-              help="Secure aggregation: the coordinator learns sums only.")  # fmt: skip
-@click.option("--per-site/--no-per-site", default=True, help="Also release each site's rows.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Also write the released figures as JSON here.")  # fmt: skip
-def stats(
-    data_name: str,
-    sites: int | None,
-    options: tuple[str, ...],
+_STATISTICS = ["count", "mean", "variance", "histogram", "quantiles", "survival"]
+
+
+def _query_options(f: Any) -> Any:
+    """The options of a statistics query (``medfed stats`` and ``medfed node inspect``)."""
+    options = [
+        click.option("--feature", "features", multiple=True,
+                     help="A feature (repeatable; none: all)."),
+        click.option("--statistic", "statistics", multiple=True,
+                     type=click.Choice(_STATISTICS),
+                     help="A statistic (repeatable) [count, mean, variance]."),
+        click.option("--bins", type=int, default=10, show_default=True, help="Histogram bins."),
+        click.option("--quantile", "quantiles", multiple=True, type=float,
+                     help="A quantile in (0, 1)."),
+        click.option("--min-count", type=int, default=10, show_default=True,
+                     help="Suppress every released count below this."),
+        click.option("--epsilon", type=float, default=None,
+                     help="DP: each site's ε (needs --range)."),
+        click.option("--delta", type=float, default=1e-6, show_default=True, help="DP: δ."),
+        click.option("--range", "ranges", multiple=True, metavar="NAME=LOW:HIGH",
+                     help="A feature's public range (DP clips to it; 'time' for survival)."),
+        click.option("--per-site/--no-per-site", default=True,
+                     help="Also release each site's rows."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+QUERY_OPTIONS = _query_options
+
+
+def query_from_options(
+    *,
     features: tuple[str, ...],
     statistics: tuple[str, ...],
     bins: int,
@@ -129,16 +134,10 @@ def stats(
     epsilon: float | None,
     delta: float,
     ranges: tuple[str, ...],
-    secure: bool,
     per_site: bool,
-    seed: int,
-    json_out: str | None,
-) -> None:
-    """Federated statistics over a simulated federation: counts, means, variances,
-    histograms, quantiles and Kaplan–Meier curves, with small counts suppressed."""
-    from medfed.config import DataConfig
+) -> Any:
+    """The :class:`~medfed.data.statistics.StatsQuery` the query options describe."""
     from medfed.data.statistics import Statistic, StatsQuery
-    from medfed.orchestration.statistics import simulate_statistics
 
     kwargs: dict[str, object] = {}
     if statistics:
@@ -147,12 +146,91 @@ def stats(
         kwargs["quantiles"] = tuple(quantiles)
         if not statistics:
             kwargs["statistics"] = (*StatsQuery().statistics, Statistic.QUANTILES)
-    query = StatsQuery(
+    return StatsQuery(
         features=tuple(features), bins=bins, min_count=min_count, epsilon=epsilon, delta=delta,
         ranges=_ranges(ranges), per_site=per_site, **kwargs,  # type: ignore[arg-type]
     )  # fmt: skip
-    data = DataConfig(name=data_name, sites=sites, options=parse_options(options))
-    result = simulate_statistics(data, query, seed=seed, secure_aggregation=secure)
+
+
+@click.command("stats")
+@click.option("--data", "data_name", default=None,
+              help="A bundled data set or a data set file (.toml) [breast-cancer].")  # fmt: skip
+@click.option("--sites", type=int, default=None, help="Number of sites (where the data allow).")
+@DATA_OPTIONS
+@QUERY_OPTIONS
+@click.option("--secure/--no-secure", default=False,
+              help="Secure aggregation: the coordinator learns sums only.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the released figures as JSON here.")  # fmt: skip
+@click.option("--kit", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="MEDFED_KIT",
+              help="Your researcher kit: ask the real federation (a statistics job).")  # fmt: skip
+@click.option("--job", "job_id", default=None,
+              help="Show the released result of this statistics job (with --kit).")  # fmt: skip
+@click.option("--contract", "contract_path", default=None,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Federation: the data contract the sites' data set is under.")  # fmt: skip
+@click.option("--min-sites", type=int, default=2, show_default=True,
+              help="Federation: sites that must approve before the query runs.")  # fmt: skip
+@click.option("--round-timeout", type=float, default=600.0, show_default=True,
+              help="Federation: seconds an exchange waits for the sites.")  # fmt: skip
+@click.option("--name", default=None, help="Federation: a name for the job [statistics].")
+@click.option("--wait/--no-wait", default=False,
+              help="Federation: wait for the result and show it.")  # fmt: skip
+@click.option("--insecure", is_flag=True, hidden=True)
+def stats(
+    data_name: str | None,
+    sites: int | None,
+    options: tuple[str, ...],
+    secure: bool,
+    seed: int,
+    json_out: str | None,
+    kit: Path | None,
+    job_id: str | None,
+    contract_path: Path | None,
+    min_sites: int,
+    round_timeout: float,
+    name: str | None,
+    wait: bool,
+    insecure: bool,
+    **query_options: Any,
+) -> None:
+    """Federated statistics: counts, means, variances, histograms, quantiles and Kaplan–Meier
+    curves, with small counts suppressed. Over a simulated federation, or with --kit over the
+    real one (each data steward approves the query first).
+
+    \b
+    Examples:
+      medfed stats --data breast-cancer --feature "mean radius" --statistic histogram
+      medfed stats --kit KIT --data bc --contract bc.contract.toml --secure --wait
+      medfed stats --kit KIT --job job-1234abcd
+    """
+    from medfed.cli import stats_job
+
+    if job_id is not None or kit is not None:
+        if kit is None:
+            raise ConfigError("--job reads a federation's job: give your researcher kit, --kit")
+        if job_id is not None:
+            result = stats_job.fetch_result(kit, job_id, wait=wait, insecure=insecure)
+        else:
+            query = query_from_options(**query_options)
+            job_id, result = stats_job.submit(
+                kit, query, data=data_name, contract=contract_path, secure=secure,
+                min_sites=min_sites, round_timeout=round_timeout, name=name, wait=wait,
+                options=parse_options(options), insecure=insecure,
+            )  # fmt: skip
+        if result is None:
+            return
+    else:
+        from medfed.config import DataConfig
+        from medfed.orchestration.statistics import simulate_statistics
+
+        query = query_from_options(**query_options)
+        data = DataConfig(
+            name=data_name or "breast-cancer", sites=sites, options=parse_options(options)
+        )
+        result = simulate_statistics(data, query, seed=seed, secure_aggregation=secure)
     show_result(result)
     if json_out is not None:
         Path(json_out).write_text(json.dumps(result.to_json(), indent=2) + "\n")

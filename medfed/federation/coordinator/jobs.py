@@ -16,6 +16,7 @@ from medfed.errors import MedfedError
 from medfed.federation.coordinator.blobs import BlobStore
 from medfed.federation.coordinator.job_config import JobConfig
 from medfed.federation.coordinator.remote_backend import JobCancelled, RemoteBackend
+from medfed.federation.coordinator.stats_job import is_stats_job, run_stats_job
 from medfed.federation.coordinator.store import Store
 from medfed.federation.identity.certificates import CertificateBook, identity_verifier
 from medfed.messages import report_to_json
@@ -74,6 +75,11 @@ class JobRunner(threading.Thread):
         job = self.store.job(self.job_id)
         if job is None or job.status != "running":
             return
+        if is_stats_job(job.config):  # a statistics job: its query, nothing trained
+            backend = RemoteBackend(self.store, self.blobs, self.job_id, wakeup=self.wakeup)
+            run_stats_job(self.store, self.blobs, self.job_id, backend, job.config)
+            self._complete()
+            return
         run = JobConfig.from_json(job.config).run
         # memory-mapped (read-only): the model is not read until a round needs it
         params, _ = open_params(self.blobs.path(job.params_sha256))
@@ -101,6 +107,9 @@ class JobRunner(threading.Thread):
             if r > job.rounds_done + 1:
                 backend.wait_for_sites(run.strategy.min_sites)
             params = driver.run_round(r, params, last=r == run.rounds).params
+        self._complete()
+
+    def _complete(self) -> None:
         if not self.store.set_job_status(self.job_id, "complete", if_status="running"):
             return  # cancelled as the last round ended: the researcher's decision stands
         self.store.audit(

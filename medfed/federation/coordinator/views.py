@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from medfed.federation.coordinator.stats_job import stats_announcement
 from medfed.federation.coordinator.store import Store
 
 __all__ = ["job_brief", "job_view", "jobs_for_site"]
@@ -27,6 +28,7 @@ def jobs_for_site(store: Store, site: str) -> list[dict[str, Any]]:
                 "privacy": job.config.get("privacy", {}),
                 "rounds": job.config.get("rounds"),
                 "min_sites": _min_sites(job.config),
+                **stats_announcement(job.config),  # a statistics job: its query
             }
         )
     return out

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medfed.config import TrainSettings
-from medfed.data.base import DataSpec, SiteData, TaskKind
+from medfed.data.base import DataSpec, SiteData
 from medfed.errors import MedfedError, UsageError
 from medfed.federation.identity.kits import Kit
 from medfed.federation.node.checks import (
@@ -43,23 +42,16 @@ from medfed.federation.node.checks import (
     permanent as _permanent,
 )
 from medfed.federation.node.gate import refusal
+from medfed.federation.node.job_context import JobContext, training_context
 from medfed.federation.node.outbox import Outbox, Waiting
-from medfed.federation.node.privacy import (
-    JobProtection,
-    RoundCost,
-    check_required,
-    job_privacy,
-    protect_job,
-)
-from medfed.federation.node.site_app import job_site_app
+from medfed.federation.node.privacy import JobProtection, RoundCost, job_privacy, protect_job
 from medfed.federation.node.state_lock import release_state_lock, take_state_lock
+from medfed.federation.node.statistics import is_statistics, statistics_context
 from medfed.federation.transfer.client import ApiError, FederationClient, TransportError
 from medfed.records import Operation, Params, Reply, SiteFailure
 from medfed.serde import instruction_from_wire, reply_to_header
 from medfed.site.approval import ApprovalStore, approval_id
 from medfed.site.ledger import EgressLedger
-from medfed.site.runtime import SiteRuntime
-from medfed.site.state import DirectoryStateStore
 from medfed.tensor_file import open_params
 
 __all__ = ["NodeAgent", "NodeSettings", "NotFinite", "ProtocolError"]
@@ -85,13 +77,6 @@ class NodeSettings:
 
 
 @dataclass
-class _JobContext:
-    task_sha256: str
-    runtime: SiteRuntime
-    protection: JobProtection
-
-
-@dataclass
 class NodeAgent:
     """Runs until ``stop()``; ``on_event`` receives one-line descriptions of what it does."""
 
@@ -105,7 +90,7 @@ class NodeAgent:
     kit: Kit | None = None  # the site's kit: its identity key signs secure aggregation
     contract_sha256: str | None = None  # the data contract the served data set is under
     data_problem: str | None = None  # how the served data fail that contract (jobs declined)
-    _jobs: dict[str, _JobContext] = field(default_factory=dict)
+    _jobs: dict[str, JobContext] = field(default_factory=dict)
     # DP jobs approved here: their budget reserved before any task (see _afford), or declined
     _reserved: dict[str, JobProtection] = field(default_factory=dict)
     _declined: dict[str, str] = field(default_factory=dict)
@@ -288,11 +273,14 @@ class NodeAgent:
     def _terms(self, job: dict[str, Any]) -> dict[str, Any]:
         """What an approval of this job covers besides its code: the settings it runs with
         and the data set it would use here (:mod:`medfed.site.approval`)."""
-        return {
+        terms = {
             "dataset": self.dataset,
             "task_name": job.get("task_name"),
             **{key: job.get(key) for key in _TERMS},
         }
+        if is_statistics(job):  # a statistics job: the approval covers its query too
+            terms.update(kind=job.get("kind"), statistics=job.get("statistics"))
+        return terms
 
     def _afford(self, job_id: str, job: dict[str, Any]) -> str:
         """An approved DP job reserves its rounds on this data set's budget at once: a node
@@ -334,61 +322,40 @@ class NodeAgent:
             except MedfedError as exc:
                 self._say(f"{job_id}: {exc}")
 
-    def _context(self, job_id: str, announced: dict[str, Any]) -> _JobContext:
+    def _context(self, job_id: str, announced: dict[str, Any]) -> JobContext:
         ctx = self._jobs.get(job_id)
         if ctx is not None:
             return ctx
-        train = announced.get("train", {})
         code = self.client.get_bytes(f"/v1/jobs/{job_id}/bundle")
         sha = hashlib.sha256(code).hexdigest()
         if _value(self.approvals.status(sha, self._terms(announced))) != "approved":
             raise PermissionError(
                 "this job's code with these settings has not been approved at this site"
             )
-        path = self.settings.state_dir / "tasks" / f"{sha}.py"
-        path.write_bytes(code)
-        from medfed.site.task_loading import load_task
-
-        task = load_task(f"{path}:task")
-        # the site app first (a task DP-SGD cannot train is refused before any reservation);
-        # then a DP job reserves its rounds on this data set's budget, or is refused
-        privacy = job_privacy(announced.get("privacy"))
-        check_required(self.settings.require, privacy)
-        app = job_site_app(
-            task,
-            self.data,
-            self.spec,
-            TrainSettings(**train),
-            privacy,
-            rounds=int(announced.get("rounds") or 1),
-            state=DirectoryStateStore(self.settings.state_dir / "site-state"),
-        )
-        protection = protect_job(
-            job_id,
-            announced,
-            site=self.site,
-            dataset=self.dataset,
-            state_dir=self.settings.state_dir,
-            identity_key=None if self.kit is None else self.kit.identity_key,
-            num_train=self.data.num_train,
-        )
-        dp_sgd = getattr(app, "dp_sgd", None)
-        if privacy.dp == "sample" and (
-            dp_sgd is None or dp_sgd.noise_multiplier != protection.sample_noise
-        ):
-            protection.finish()
-            raise UsageError(
-                "this job asks for DP-SGD but its site app does not train with the noise this "
-                "node reserved its budget for; the node refuses it"
+        common: dict[str, Any] = {
+            "sha": sha,
+            "site": self.site,
+            "data": self.data,
+            "spec": self.spec,
+            "dataset": self.dataset,
+            "state_dir": self.settings.state_dir,
+            "identity_key": None if self.kit is None else self.kit.identity_key,
+        }
+        if is_statistics(announced):  # the approved query, answered from the served data
+            ctx = statistics_context(job_id, announced, bundle=code, **common)
+        else:
+            path = self.settings.state_dir / "tasks" / f"{sha}.py"
+            path.write_bytes(code)
+            ctx = training_context(
+                job_id,
+                announced,
+                code_path=path,
+                require=self.settings.require,
+                say=self._say,
+                **common,
             )
-        if protection.sample_noise is not None:
-            self._say(
-                f"{job_id}: DP-SGD with noise multiplier {protection.sample_noise:.3g} (noise "
-                "and sampling from OS-seeded generators; Opacus's secure_mode is not used)"
-            )
-        runtime = SiteRuntime(self.site, app, dp=protection.dp, secure=protection.secure)
         self._reserved.pop(job_id, None)  # reserved at approval: this context now holds it
-        ctx = self._jobs[job_id] = _JobContext(sha, runtime, protection)
+        self._jobs[job_id] = ctx
         return ctx
 
     # -- one task -------------------------------------------------------------------------
@@ -507,6 +474,8 @@ class NodeAgent:
                 # charged before training: a round the budget refuses sends nothing
                 cost = ctx.protection.charge(round_)
             self._say(f"{job_id} round {round_}: {operation}…")
+            if ctx.check is not None:  # a statistics job: nothing beyond the approved query
+                ctx.check(instruction)
             # the site's state is kept per job this node runs, whatever the coordinator calls it
             reply = ctx.runtime.handle(dataclasses.replace(instruction, run=job_id))
             problem = _not_finite(reply)
@@ -578,17 +547,6 @@ class NodeAgent:
         got = self.client.get_json(f"/v1/jobs/{job_id}/certificates?sites={','.join(names)}")
         certificates = got.get("certificates") if isinstance(got, dict) else None
         return certificates if isinstance(certificates, dict) else {}
-
-
-def spec_from_json(raw: dict[str, Any]) -> DataSpec:
-    """A job's data spec as the node builds its model for it (the benchmarks' nodes use it)."""
-    return DataSpec(
-        kind=TaskKind(raw["kind"]),
-        input_shape=tuple(raw["input_shape"]),
-        n_classes=int(raw.get("n_classes", 2)),
-        target_center=float(raw.get("target_center", 0.0)),
-        target_scale=float(raw.get("target_scale", 1.0)),
-    )
 
 
 def _value(status: Any) -> str:

@@ -12,6 +12,7 @@ from medfed.federation.coordinator.access import holds
 from medfed.federation.coordinator.checks import MALFORMED
 from medfed.federation.coordinator.models import JobSubmit
 from medfed.federation.coordinator.routes.context import ApiContext
+from medfed.federation.coordinator.stats_job import is_stats_job, query_document, stats_job_config
 from medfed.federation.coordinator.views import job_brief, job_view
 from medfed.federation.identity.signing import Principal
 from medfed.math.aggregate import is_finite
@@ -42,7 +43,14 @@ def router(ctx: ApiContext) -> APIRouter:
             reason = f"a task bundle is one Python file of at most {MAX_BUNDLE >> 20} MiB"
             raise refuse(p, 413, "job.submit", body.name, reason)
         try:
-            config = JobConfig.from_json(body.config)
+            if is_stats_job(body.config):  # a statistics job: its bundle is the query's text
+                stored = stats_job_config(body.config)
+                document = query_document(stored["query"], stored["features"])
+                if blobs.path(body.bundle_sha256).read_bytes() != document:
+                    reason = "a statistics job's bundle is its query's JSON text, exactly"
+                    raise refuse(p, 400, "job.submit", body.name, reason)
+            else:
+                stored = JobConfig.from_json(body.config).to_json()
         except MALFORMED as exc:
             reason = str(exc) if isinstance(exc, MedfedError) else f"bad job configuration ({exc})"
             raise refuse(p, 400, "job.submit", body.name, reason) from None
@@ -64,7 +72,7 @@ def router(ctx: ApiContext) -> APIRouter:
             researcher=p.name,
             task_sha256=body.bundle_sha256,
             task_name=body.task_name,
-            config=config.to_json(),
+            config=stored,
             initial_sha256=body.initial_sha256,
         )
         store.audit(

@@ -15,11 +15,13 @@ import base64
 import re
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends
 
 from medfed.federation.coordinator.blobs import BlobStore
 from medfed.federation.coordinator.remote_backend import base_operation
 from medfed.federation.coordinator.routes.context import ApiContext
+from medfed.federation.coordinator.stats_job import MAX_STATS_VALUES, is_stats_job
 from medfed.federation.coordinator.store import Store, TaskRow
 from medfed.federation.identity.signing import Principal
 from medfed.orchestration.validate import check_update
@@ -54,6 +56,21 @@ def masked_problem(delta: Params, num_values: int) -> str | None:
     return None
 
 
+def sums_problem(delta: Params) -> str | None:
+    """Why ``delta`` is not a site's statistics sums (1-D float64 blocks, finite, bounded)."""
+    total = 0
+    for name in delta:
+        block = delta[name]
+        if block.ndim != 1 or block.dtype.name != "float64":
+            return f"statistics block {name!r} must be 1-D float64"
+        total += block.size
+        if total > MAX_STATS_VALUES:
+            return f"a site's statistics hold at most {MAX_STATS_VALUES} values"
+        if not np.isfinite(block).all():
+            return f"statistics block {name!r} holds NaN or infinite values"
+    return None
+
+
 def update_problem(
     store: Store, blobs: BlobStore, task: TaskRow, parsed: Reply, delta: Params | None
 ) -> tuple[int, str] | None:
@@ -67,8 +84,18 @@ def update_problem(
         job = store.job(task.job_id)
         if job is None:
             return 404, "no such task"
-        num_values = open_params(blobs.path(job.initial_sha256))[0].num_values
+        num_values = (
+            MAX_STATS_VALUES  # a statistics job's digits: no model bounds them
+            if is_stats_job(job.config)
+            else open_params(blobs.path(job.initial_sha256))[0].num_values
+        )
         problem = masked_problem(delta, num_values)
+        return None if problem is None else (422, f"reply refused: {problem}")
+    if operation == Operation.STATS.value and parsed.ok and delta is not None:
+        job = store.job(task.job_id)
+        if job is None or not is_stats_job(job.config) or job_is_secure(job.config):
+            return 400, "only a statistics job's reply in the clear carries its sums"
+        problem = sums_problem(delta)
         return None if problem is None else (422, f"reply refused: {problem}")
     train = parsed.ok and operation == Operation.TRAIN.value
     if delta is not None and not train:  # only what check_update saw may be stored

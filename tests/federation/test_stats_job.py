@@ -1,0 +1,182 @@
+"""Federated statistics over a real federation: a coordinator and nodes as processes, HTTPS
+on 127.0.0.1. A statistics job gives the simulation's released figures over the same sites'
+data (in the clear and under secure aggregation); only approving sites answer; small counts
+stay suppressed across the wire; the steward sees what would leave with `medfed node inspect`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.federation.conftest import Federation, medfed
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FEATURES = ("mean radius", "mean texture")
+QUERY = (
+    *(a for f in FEATURES for a in ("--feature", f)),
+    *("--statistic", "count", "--statistic", "mean", "--statistic", "variance"),
+    *("--statistic", "histogram", "--statistic", "quantiles", "--quantile", "0.5"),
+)
+
+
+def _ok(proc) -> str:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _simulated(sites: list[str], *, secure: bool, min_count: int = 10) -> dict:
+    """The simulation's result over ``sites`` of the bundled data set (the nodes' shares)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from medfed.config import DataConfig
+    from medfed.data.statistics import Statistic, StatsQuery
+    from medfed.orchestration.backends.inprocess import InProcessBackend
+    from medfed.orchestration.secure_round import SecureAggregation
+    from medfed.orchestration.statistics import StatsSites, run_statistics
+    from medfed.secagg import ed25519_verifier
+
+    query = StatsQuery(
+        features=FEATURES,
+        statistics=(Statistic.COUNT, Statistic.MEAN, Statistic.VARIANCE, Statistic.HISTOGRAM,
+                    Statistic.QUANTILES),
+        quantiles=(0.5,),
+        min_count=min_count,
+    )  # fmt: skip
+    factory = StatsSites(data=DataConfig(name="breast-cancer"), seed=0, names=sites)
+    protection = None
+    if secure:
+        factory.keys = {s: ed25519.Ed25519PrivateKey.generate().private_bytes_raw() for s in sites}
+        public = {
+            s: ed25519.Ed25519PrivateKey.from_private_bytes(k).public_key()
+            for s, k in factory.keys.items()
+        }
+        protection = SecureAggregation(job="statistics", verify_identity=ed25519_verifier(public))
+    backend = InProcessBackend(factory)
+    try:
+        return run_statistics(backend, query, features=FEATURES, secure=protection).to_json()
+    finally:
+        backend.close()
+
+
+def _no_small_count(result: dict, min_count: int) -> None:
+    """Every released count is suppressed (None), zero, or at least ``min_count``."""
+    rows = [result["federation"], *result["per_site"].values()]
+    for row in rows:
+        counts = [row["records"]]
+        for f in row["features"].values():
+            counts += [f["count"], f["missing"], *(f["histogram"] or {"counts": []})["counts"]]
+        assert all(c is None or c == 0 or c >= min_count for c in counts), counts
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["clear", "secure-aggregation"])
+def test_a_statistics_job_releases_the_simulations_figures(
+    federation: Federation, tmp_path: Path, secure: bool
+) -> None:
+    fed = federation
+    fed.start_coordinator()
+    approving = ["academic-centre", "community-north"]
+    for site in approving:
+        fed.start_node(site, "--auto-approve")
+    bob = str(fed.kit("researchers", "bob"))
+    out = tmp_path / "result.json"
+    flags = ["--secure"] if secure else []
+    shown = _ok(
+        medfed(
+            "stats",
+            "--kit",
+            bob,
+            "--data",
+            "breast-cancer",
+            *QUERY,
+            *flags,
+            "--min-sites",
+            "2",
+            "--round-timeout",
+            "120",
+            "--wait",
+            "--json",
+            str(out),
+            timeout=300,
+        )
+    )
+    got = json.loads(out.read_text())
+    assert got["sites"] == approving, fed.log("coordinator")
+    assert got == _simulated(approving, secure=secure)
+    assert got["secure_aggregation"] is secure
+    assert ("site academic-centre" in shown) is not secure  # per-site rows only in the clear
+    assert "federation" in shown and "mean radius" in shown
+    _no_small_count(got, 10)
+    assert any(None in f["histogram"]["counts"] for f in got["federation"]["features"].values())
+    # the stored result, again, by the job's id
+    job_id = re.search(r"(job-[0-9a-f]+)", shown).group(1)
+    again = tmp_path / "again.json"
+    _ok(medfed("stats", "--kit", bob, "--job", job_id, "--json", str(again)))
+    assert json.loads(again.read_text()) == got
+    status = _ok(medfed("job", "status", job_id, "--kit", bob))
+    assert "complete" in status and "mean radius" in status
+
+
+def test_only_approving_sites_answer_and_small_sites_decline(
+    federation: Federation, tmp_path: Path
+) -> None:
+    fed = federation
+    fed.start_coordinator()
+    fed.start_node("academic-centre", "--auto-approve")
+    fed.start_node("community-north", "--auto-approve")
+    fed.start_node("oncology-clinic")  # its steward has not approved anything
+    bob = str(fed.kit("researchers", "bob"))
+    out = tmp_path / "result.json"
+    # community-north holds 114 records: under a minimum count of 200 it sends nothing
+    shown = _ok(
+        medfed(
+            "stats",
+            "--kit",
+            bob,
+            "--data",
+            "breast-cancer",
+            *QUERY,
+            "--min-count",
+            "200",
+            "--min-sites",
+            "2",
+            "--round-timeout",
+            "120",
+            "--wait",
+            "--json",
+            str(out),
+            timeout=300,
+        )
+    )
+    got = json.loads(out.read_text())
+    assert got["sites"] == ["academic-centre"]
+    assert (
+        "community-north" in got["failures"]
+        and "fewer than the minimum count" in (got["failures"]["community-north"])
+    )
+    assert "oncology-clinic" not in got["failures"]  # never asked: it did not approve
+    _no_small_count(got, 200)
+    assert got["federation"]["records"] == 284
+    job_id = re.search(r"(job-[0-9a-f]+)", shown).group(1)
+
+    # the unapproving site: the query waits for its steward, and nothing left it
+    onc = str(fed.kit("sites", "oncology-clinic"))
+    pending = _ok(medfed("node", "pending", "--kit", onc))
+    assert job_id in pending and "statistics.query.min_count = 200" in pending, pending
+    ledger = medfed("node", "ledger", "show", "--kit", onc)
+    assert "nothing has left this node yet" in ledger.stderr, ledger.stdout + ledger.stderr
+    sent = _ok(medfed("node", "ledger", "show", "--kit", str(fed.kit("sites", "community-north"))))
+    assert job_id in sent  # a site that declined the exchange sent its failure, recorded
+
+    # and its steward sees what would leave before deciding: here, only a refusal (95 < 200)
+    seen = _ok(medfed("node", "inspect", "breast-cancer", "--kit", onc, "--job", job_id))
+    assert "would send no statistics" in seen and "fewer than the minimum count 200" in seen
+    raw = json.loads(
+        _ok(medfed("node", "inspect", "breast-cancer", "--kit", onc, "--job", job_id, "--json"))
+    )
+    assert raw["message"]["min_records"] == 200 and "blocks" not in raw["reply"]
+    assert raw["reply"]["failure"]["kind"] == "DataError"
