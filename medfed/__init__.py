@@ -28,7 +28,9 @@ from medfed.strategies import FedAvg, Strategy
 
 if TYPE_CHECKING:
     from medfed.data import DataSpec, FederatedDataset, SiteData, load_dataset
+    from medfed.data.statistics import StatsQuery, StatsResult
     from medfed.orchestration.simulation import SimulationResult, simulate
+    from medfed.orchestration.statistics_api import stats
     from medfed.site.task import Task, TrainContext, default_task
     from medfed.site.task_loading import load_task
 
@@ -53,6 +55,8 @@ __all__ = [
     "SiteApp",
     "SiteData",
     "SiteFailure",
+    "StatsQuery",
+    "StatsResult",
     "Strategy",
     "Task",
     "TaskLoadError",
@@ -66,6 +70,7 @@ __all__ = [
     "load_dataset",
     "load_task",
     "simulate",
+    "stats",
 ]
 
 _LAZY = {
@@ -75,6 +80,9 @@ _LAZY = {
     "load_dataset": "medfed.data",
     "SimulationResult": "medfed.orchestration.simulation",
     "simulate": "medfed.orchestration.simulation",
+    "StatsQuery": "medfed.data.statistics",
+    "StatsResult": "medfed.data.statistics",
+    "stats": "medfed.orchestration.statistics_api",
     "Task": "medfed.site.task",
     "TrainContext": "medfed.site.task",
     "default_task": "medfed.site.task",
