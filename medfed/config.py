@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ROUND_TIMEOUT",
+    "HARMONISE_METHODS",
     "BackendConfig",
     "DataConfig",
     "EvaluationConfig",
@@ -79,6 +80,7 @@ MAX_TEXT = 4096  # characters of one text setting (a name, a path, a task refere
 MAX_OPTIONS = 100  # settings in one options table
 MAX_NUMBER = 1e15  # the largest magnitude of any number setting
 DEFAULT_ROUND_TIMEOUT = 600.0  # seconds a federation's round waits for its sites
+HARMONISE_METHODS = ("none", "standardise", "combat")  # [data] harmonise (see DataConfig)
 
 
 @dataclass(frozen=True)
@@ -145,15 +147,27 @@ class UpdateBounds:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data each simulated site holds."""
+    """Which data each simulated site holds, and how the sites harmonise their features.
+
+    ``harmonise``: ``"none"`` (each data set as its loader prepared it), ``"standardise"``
+    (every site standardises with the federation's mean and sd of each feature, learnt by one
+    statistics exchange before training, and fills a missing value with the federation's
+    mean) or ``"combat"`` (that, then each site's own location and scale per feature removed
+    with empirical-Bayes shrinkage); see :mod:`medfed.orchestration.harmonise`.
+    """
 
     name: str = "breast-cancer"
     sites: int | None = None
     dir: str | None = None
     options: dict[str, Scalar] = field(default_factory=dict)
+    harmonise: str = "none"
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "data.name must name a data set (see `medfed data list`)")
+        _check(
+            self.harmonise in HARMONISE_METHODS,
+            f"data.harmonise must be one of {', '.join(HARMONISE_METHODS)}, not {self.harmonise!r}",
+        )
         _check(
             self.sites is None or 1 <= self.sites <= 10_000,
             "data.sites must be between 1 and 10000",
@@ -291,6 +305,18 @@ def run_problems(config: RunConfig, mode: RunMode) -> list[str]:
             check_secure_aggregation(strategy)
     except ConfigError as exc:
         problems.append(str(exc))
+    if config.data.harmonise != "none":
+        if privacy.dp != "none":
+            problems.append(
+                "data.harmonise with DP: the federation's means and sds that harmonisation "
+                'learns are not covered by the run\'s ε; set data.harmonise = "none" (and '
+                "standardise with fixed constants) or drop DP"
+            )
+        if mode == "federation":
+            problems.append(
+                "data.harmonise is learnt in simulations only for now; in a federation each "
+                'node prepares its features as its data set file says (set it to "none")'
+            )
     if mode == "federation":
         if privacy.adaptive_clip and privacy.clip_count_stddev is None:
             problems.append(

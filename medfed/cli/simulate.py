@@ -81,6 +81,13 @@ def demo(out: str, rounds: int | None, backend: str | None) -> None:
     "--data-dir", default=None, help="Folder of a data set that is not bundled (tcga-brca)."
 )
 @click.option("--sites", type=int, default=None, help="Number of simulated sites.")
+@click.option(
+    "--harmonise",
+    type=click.Choice(["none", "standardise", "combat"]),
+    default=None,
+    help="Standardise features with the federation's figures (combat: and remove site "
+    "effects) [none].",
+)
 @DATA_OPTIONS
 @click.option("--rounds", type=int, default=None, help="Rounds of federated training.")
 @click.option(
@@ -173,6 +180,7 @@ _FLAG_KEYS = {
     "data_name": "data.name",
     "data_dir": "data.dir",
     "sites": "data.sites",
+    "harmonise": "data.harmonise",
     "rounds": "rounds",
     "seed": "seed",
     "round_timeout": "round_timeout",

@@ -9,9 +9,10 @@
     id_column = "patient_id"   # optional: checked for duplicates, never a feature
     positive = "yes"           # optional (binary): the label value that is class 1
     test_fraction = 0.2        # for sites without a test file: a split of train, stratified
-                               # by class (survival: by event; regression: not stratified)
+                               # by class (survival: by event; regression: by target quartile)
     seed = 0                   # of that split (not the run's seed: a site's split stays put)
     standardize = "site"       # "site": each site with its own training mean and sd; "none"
+                               # (for [data] harmonise in the run: "none", as they are)
 
     [sites.hospital-a]         # one file per site, already split…
     train = "a_train.csv"
@@ -54,7 +55,7 @@ from medfed.data.data_file import (
 )
 from medfed.data.images import load_images
 from medfed.data.outcomes import class_codes, plain, regression_targets, target_scaling
-from medfed.data.partition import train_test_indices
+from medfed.data.partition import quantile_strata, train_test_indices
 from medfed.errors import DataError
 
 if TYPE_CHECKING:
@@ -259,15 +260,28 @@ def _check_ids(source: TableSource, parts: list[_Part]) -> None:
             seen[value] = part.where
 
 
-def load_data_file(path: str | Path) -> FederatedDataset:
+def load_data_file(path: str | Path, *, keep_missing: bool = False) -> FederatedDataset:
     """The data set a data set file describes, split into its sites (see the module docs;
-    a file whose sites are images folders: :mod:`medfed.data.images`)."""
+    a file whose sites are images folders: :mod:`medfed.data.images`).
+
+    ``keep_missing``: a missing number stays NaN instead of becoming the site's training
+    mean, for harmonisation to fill with the federation's mean (the file must then say
+    ``standardize = "none"``).
+    """
     if describes_images(read_toml(path)[1]):
+        if keep_missing:
+            raise DataError(f"{path}: harmonisation is for tables, not images")
         return load_images(path)
     source = read_source(path)
+    if keep_missing and source.standardize == "site":
+        raise DataError(
+            f'{source.path}: standardize = "site" (the default) standardises each site alone; '
+            'set standardize = "none" in the file for harmonisation to standardise with the '
+            "federation's figures"
+        )
     parts = _parts(source)
     if source.contract is not None:
-        return _load_under_contract(source, source.contract, parts)
+        return _load_under_contract(source, source.contract, parts, keep_missing=keep_missing)
     columns = _feature_columns(source, parts)
     _check_ids(source, parts)
     dropped: dict[str, int] = {}
@@ -295,12 +309,14 @@ def load_data_file(path: str | Path) -> FederatedDataset:
                 index,
                 mine,
                 lambda part: (_features(part, enc), _labels(source, part, codes)),
+                keep_missing=keep_missing,
             )
         )
+    filled = "kept for harmonisation" if keep_missing else "the site's training mean"
     notes = {
         "source": str(source.path),
         "encoding": f"{sum(enc.numeric.values())} numeric column(s), "
-        f"{len(enc.categories)} one-hot encoded; missing numbers: the site's training mean",
+        f"{len(enc.categories)} one-hot encoded; missing numbers: {filled}",
         "standardize": "each site with its own training mean and sd"
         if source.standardize == "site"
         else "none",
@@ -335,18 +351,24 @@ _Encode = Callable[["_Part"], tuple[npt.NDArray[np.float64], npt.NDArray[Any]]]
 
 
 def _site(
-    source: TableSource, name: str, index: int, parts: dict[str, _Part], encode: _Encode
+    source: TableSource,
+    name: str,
+    index: int,
+    parts: dict[str, _Part],
+    encode: _Encode,
+    *,
+    keep_missing: bool = False,
 ) -> SiteData:
     if "all" in parts:
         part = parts["all"]
         x, y = encode(part)
         if len(y) < 2:
             raise DataError(f"{part.where} (site {name}): fewer than 2 rows with an outcome")
-        strata: npt.NDArray[Any] | None = y  # classes; survival: the event; regression: none
+        strata: npt.NDArray[Any] | None = y  # classes; survival: the event; regression: quartiles
         if source.kind is TaskKind.SURVIVAL:
             strata = y[:, 1]
-        elif source.kind is TaskKind.REGRESSION:
-            strata = None
+        elif source.kind is TaskKind.REGRESSION:  # the target's quartiles, on enough rows
+            strata = quantile_strata(y, bins=4) if len(y) >= 40 else None
         rng = np.random.default_rng([source.seed, index])
         train, test = train_test_indices(
             len(y), test_fraction=source.test_fraction, rng=rng, labels=strata
@@ -357,16 +379,17 @@ def _site(
         x_test, y_test = encode(parts["test"])
         if len(y_train) == 0:
             raise DataError(f"{parts['train'].where} (site {name}): no row with an outcome")
-    mean = np.nanmean(x_train, axis=0) if len(x_train) else np.zeros(x_train.shape[1])
-    mean = np.where(np.isnan(mean), 0.0, mean)  # a column missing everywhere at this site
-    x_train = np.where(np.isnan(x_train), mean, x_train)
-    x_test = np.where(np.isnan(x_test), mean, x_test)
+    if not keep_missing:
+        mean = np.nanmean(x_train, axis=0) if len(x_train) else np.zeros(x_train.shape[1])
+        mean = np.where(np.isnan(mean), 0.0, mean)  # a column missing everywhere at this site
+        x_train = np.where(np.isnan(x_train), mean, x_train)
+        x_test = np.where(np.isnan(x_test), mean, x_test)
     if source.standardize == "site":
         sd = x_train.std(axis=0)
         sd = np.where(sd > 0, sd, 1.0)
         x_train, x_test = (x_train - mean) / sd, (x_test - mean) / sd
     for what, arr in (("training", x_train), ("test", x_test)):
-        if not np.isfinite(arr).all():
+        if np.isinf(arr).any():
             raise DataError(f"site {name}: a {what} feature is infinite after encoding")
     return SiteData(
         name=name,
@@ -379,7 +402,7 @@ def _site(
 
 
 def _load_under_contract(
-    source: TableSource, contract: DataContract, parts: list[_Part]
+    source: TableSource, contract: DataContract, parts: list[_Part], *, keep_missing: bool
 ) -> FederatedDataset:
     """Each site's tables checked against the contract; a site that fails is left out, with
     its reasons in the data set's notes (and an error when no site passes)."""
@@ -408,6 +431,7 @@ def _load_under_contract(
             index,
             {p.role: p for p in passing if p.site == name},
             lambda part: contract.encode(part.frame),
+            keep_missing=keep_missing,
         )
         for index, name in enumerate(dict.fromkeys(p.site for p in parts))
         if name not in failed

@@ -292,6 +292,7 @@ def _load_file(
     num_sites: int | None,
     data_dir: str | Path | None,
     options: Mapping[str, OptionValue] | None,
+    keep_missing: bool,
 ) -> FederatedDataset:
     """A data set file: its sites are the file's; it takes no folder and no options."""
     if data_dir is not None:
@@ -300,7 +301,7 @@ def _load_file(
         raise DataError(
             f"{name}: a data set file takes no options ({', '.join(options)}); set them in the file"
         )
-    dataset = load_data_file(name)
+    dataset = load_data_file(name, keep_missing=keep_missing)
     if num_sites is not None and num_sites != len(dataset.sites):
         raise DataError(
             f"{name} has {len(dataset.sites)} sites ({', '.join(dataset.site_names)}), not "
@@ -386,6 +387,7 @@ def load_dataset(
     data_dir: str | Path | None = None,
     seed: int = 0,
     options: Mapping[str, OptionValue] | None = None,
+    keep_missing: bool = False,
 ) -> FederatedDataset:
     """Load a data set by name, split into sites.
 
@@ -393,9 +395,13 @@ def load_dataset(
     used only by data sets that are not shipped (``tcga-brca``); ``seed`` only by the
     synthetic generators. ``options`` are the data set's own knobs
     (:attr:`DatasetInfo.options`); strings are parsed, so command-line values work.
+    ``keep_missing``: a data set file's missing numbers stay NaN, for harmonisation to fill
+    (the bundled data sets have none).
     """
     if is_data_file(name):
-        return _load_file(name, num_sites=num_sites, data_dir=data_dir, options=options)
+        return _load_file(
+            name, num_sites=num_sites, data_dir=data_dir, options=options, keep_missing=keep_missing
+        )
     info, loader = _lookup(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise DataError(f"{info.name}: the seed must be a whole number >= 0, not {seed!r}")

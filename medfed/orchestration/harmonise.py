@@ -46,6 +46,18 @@ class Harmonisation:
     mean: tuple[float, ...]
     sd: tuple[float, ...]
     min_count: int = 10
+    features: tuple[str, ...] = ()  # the names of the features, in order
+
+    def to_json(self) -> dict[str, object]:
+        """What the run folder's summary keeps: the method and each feature's figures."""
+        names = self.features or tuple(f"x{i}" for i in range(len(self.mean)))
+        return {
+            "method": self.method,
+            "min_count": self.min_count,
+            "features": {
+                n: {"mean": m, "sd": s} for n, m, s in zip(names, self.mean, self.sd, strict=True)
+            },
+        }
 
     def apply(self, data: SiteData) -> SiteData:
         """The site's data harmonised (its training and test records alike)."""
@@ -118,4 +130,4 @@ def learn_harmonisation(
             var = max(float(total["sumsq"][i]) - n * m * m, 0.0) / (n - 1)
         mean.append(m)
         sd.append(math.sqrt(var) if var > 0 else 1.0)
-    return Harmonisation(method, tuple(mean), tuple(sd), min_count)
+    return Harmonisation(method, tuple(mean), tuple(sd), min_count, tuple(features))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from medfed.strategies import FedAvg
 
 if TYPE_CHECKING:
     from medfed.data.base import DataSpec, FederatedDataset, SiteData
+    from medfed.orchestration.harmonise import Harmonisation
     from medfed.site.task import Task
 
 __all__ = ["Comparison", "Simulation", "SimulationResult", "SimulationSites", "simulate"]
@@ -45,7 +46,12 @@ def _load_data(data: DataConfig, seed: int) -> FederatedDataset:
     from medfed.data import load_dataset
 
     return load_dataset(
-        data.name, num_sites=data.sites, data_dir=data.dir, seed=seed, options=data.options
+        data.name,
+        num_sites=data.sites,
+        data_dir=data.dir,
+        seed=seed,
+        options=data.options,
+        keep_missing=data.harmonise != "none",  # the federation's mean fills them
     )
 
 
@@ -66,6 +72,9 @@ class SimulationSites:
     # where the sites keep their state between rounds (a run folder's site-state/); None:
     # in this process's memory (a worker that restarts then starts its sites afresh)
     state_dir: str | None = None
+    # the federation's feature standardisation ([data] harmonise), learnt before training
+    harmonisation: Harmonisation | None = None
+    answer_stats: bool = False  # sites answer STATS from their records as loaded (harmonise)
     _dataset: FederatedDataset | None = field(default=None, repr=False)
     _task: Task | None = field(default=None, repr=False)
     _memory: SiteStateStore | None = field(default=None, repr=False)
@@ -111,16 +120,34 @@ class SimulationSites:
     def site_names(self) -> list[str]:
         return list(self.names) if self.names else self.dataset.site_names
 
-    def make(self, name: str) -> SiteRuntime:
+    def site_data(self, name: str) -> SiteData:
+        """A site's records as it trains on them (harmonised when the run harmonises)."""
         data = self.dataset.site(name)
+        return data if self.harmonisation is None else self.harmonisation.apply(data)
+
+    def pooled(self) -> SiteData:
+        """Every site's training records in one place, harmonised as the sites' are."""
+        dataset = self.dataset
+        if self.harmonisation is None:
+            return dataset.pooled()
+        return replace(dataset, sites=tuple(self.site_data(s.name) for s in dataset.sites)).pooled()
+
+    def make(self, name: str) -> SiteRuntime:
+        data = self.site_data(name)
         p = self.protection
         spec, states = self.dataset.spec, self.states
+        stats = None
+        if self.answer_stats:
+            from medfed.site.statistics import SiteDataSource
+
+            stats = SiteDataSource(self.dataset.site(name), spec)
         if p is None:
-            return SiteRuntime(name, self.task.site_app(data, spec, self.settings, state=states))
+            app = self.task.site_app(data, spec, self.settings, state=states)
+            return SiteRuntime(name, app, stats=stats)
         app = self.task.site_app(
             data, spec, self.settings, privacy=p.config, rounds=p.rounds, state=states
         )
-        return SiteRuntime(name, app, dp=p.dp_steps(), secure=p.secure_site(name))
+        return SiteRuntime(name, app, dp=p.dp_steps(), secure=p.secure_site(name), stats=stats)
 
 
 def _is_default(task: Task) -> bool:
@@ -184,6 +211,7 @@ class SimulationResult:
     sites: list[str]
     seconds: float
     resumed_after: int = 0  # rounds done before this process took the run over (--resume)
+    harmonisation: Harmonisation | None = None  # [data] harmonise: what the sites used
 
 
 def make_backend(config: RunConfig, factory: SimulationSites) -> Backend:
@@ -254,7 +282,7 @@ def run_baselines(
         metrics = evaluate_everywhere(backend, params, seed=config.seed, sites=[name])[name]
         local[name] = metrics if isinstance(metrics, Metrics) else None
 
-    pooled_sites = LocalSites(factory.task, dataset.spec, config.train, [dataset.pooled()])
+    pooled_sites = LocalSites(factory.task, dataset.spec, config.train, [factory.pooled()])
     pooled_backend = InProcessBackend(pooled_sites)
     driver = RoundDriver(
         strategy=FedAvg(min_sites=1),
@@ -289,8 +317,15 @@ class Simulation:
     """
 
     def __init__(
-        self, config: RunConfig, *, task: Task | None = None, state_dir: str | Path | None = None
+        self,
+        config: RunConfig,
+        *,
+        task: Task | None = None,
+        state_dir: str | Path | None = None,
+        dataset: FederatedDataset | None = None,
     ) -> None:
+        """``dataset``: sites already loaded (e.g. a benchmark's validation split) instead of
+        loading ``config.data``; in-process backend only (workers load ``config.data``)."""
         # every setting checked, the simulation's defaults filled in (what the run folder keeps)
         config = check_run(config, "simulation")
         if is_data_file(config.data.name):  # the run folder's config.toml replays from anywhere
@@ -306,6 +341,10 @@ class Simulation:
         )
         if task is not None:
             self.factory._task = task
+        if dataset is not None:
+            if config.backend.kind == "process":
+                raise ConfigError("a given data set runs on the in-process backend only")
+            self.factory._dataset = dataset
         dataset = self.factory.dataset
         if config.strategy.min_sites > len(dataset.sites):
             raise ConfigError(
@@ -319,10 +358,41 @@ class Simulation:
         )
         if config.backend.kind == "process":
             self.factory.require_task_ref()
+        if config.data.harmonise != "none":
+            self.factory.harmonisation = self._harmonise()
 
     @property
     def dataset(self) -> FederatedDataset:
         return self.factory.dataset
+
+    @property
+    def harmonisation(self) -> Harmonisation | None:
+        """The federation's feature standardisation ([data] harmonise), or None."""
+        return self.factory.harmonisation
+
+    def _harmonise(self) -> Harmonisation:
+        """One statistics exchange over the sites' raw training records, before training
+        (through secure aggregation when the run has it)."""
+        from medfed.data.statistics.table import feature_names
+        from medfed.orchestration.harmonise import learn_harmonisation
+
+        spec = self.dataset.spec
+        if len(spec.input_shape) != 1:
+            raise ConfigError(
+                f"[data] harmonise is for tables of features; {self.dataset.name!r} holds "
+                f'images of shape {spec.input_shape}: set harmonise = "none"'
+            )
+        learner = replace(self.factory, answer_stats=True, state_dir=None, _memory=None)
+        backend = InProcessBackend(learner)
+        try:
+            return learn_harmonisation(
+                backend,
+                self.config.data.harmonise,  # type: ignore[arg-type]  # checked by DataConfig
+                features=feature_names(spec),
+                secure=self.secure,
+            )
+        finally:
+            backend.close()
 
     def driver(self, backend: Backend, *, observers: Sequence[RoundObserver] = ()) -> RoundDriver:
         """This run's round driver over ``backend``, with its protection and ``observers``."""
@@ -392,6 +462,7 @@ class Simulation:
             sites=self.dataset.site_names,
             seconds=time.perf_counter() - start,
             resumed_after=done,
+            harmonisation=self.harmonisation,
         )
 
     def _evaluated(self, backend: Backend, params: Params) -> dict[str, Metrics]:

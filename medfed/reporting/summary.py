@@ -66,6 +66,8 @@ def summary_dict(result: SimulationResult, *, model_sha256: str | None = None) -
     }
     if result.resumed_after:  # the rounds before are in metrics.jsonl
         out["resumed_after"] = result.resumed_after
+    if result.harmonisation is not None:
+        out["harmonisation"] = result.harmonisation.to_json()
     privacy = privacy_summary(result)
     if privacy:
         out["privacy"] = privacy
@@ -188,6 +190,15 @@ def summary_markdown(
             if v is not None and k != "num_examples"
         )
         lines.append(f"- final federated evaluation (example-weighted over sites): {final}")
+    h = result.harmonisation
+    if h is not None:
+        lines.append(
+            f"- harmonisation: {h.method} — every site standardised its {len(h.mean)} features "
+            "with the federation's mean and sd (learnt by one statistics exchange before "
+            "training; missing values filled with the federation's mean)"
+            + ("; then its own site effects removed (ComBat)" if h.method == "combat" else "")
+            + "; the figures are in summary.json"
+        )
     privacy = privacy_summary(result)
     if "client_level" in privacy:
         p = privacy["client_level"]

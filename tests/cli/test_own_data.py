@@ -43,19 +43,17 @@ def test_files_to_a_simulated_federation_with_baselines_and_a_replay(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    medfed(
-        "simulate",
-        "--config",
-        "../from-files/config.toml",
-        "--out",
-        "again",
-        "--backend",
-        "process",
-        "--workers",
-        "2",
-    )
+    medfed("simulate", "--config", "../from-files/config.toml", "--out", "again")
     again = json.loads(Path("again/summary.json").read_text())
     assert again["model_sha256"] == files["model_sha256"]
+    # workers rebuild the sites from the file's absolute path; torch's sums may round
+    # differently on another thread count (a worker gets its share of the cores), so the
+    # model agrees to rounding, not bit for bit
+    medfed(*("simulate", "--config", "../from-files/config.toml", "--out", "pool"),
+           *("--backend", "process", "--workers", "2"))  # fmt: skip
+    pool = json.loads(Path("pool/summary.json").read_text())
+    for name, value in files["final"].items():
+        assert pool["final"][name] == pytest.approx(value, abs=1e-3), name
 
 
 def test_a_bad_table_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
