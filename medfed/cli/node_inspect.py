@@ -138,7 +138,13 @@ def _served(dataset: str, state: Path | None, kit: Path | None, site: str | None
         return served.data, served.spec
     from medfed.cli.node_start import site_dataset
 
-    loaded = site_dataset(dataset)
+    try:
+        loaded = site_dataset(dataset)
+    except DataError as exc:
+        raise DataError(
+            f"{dataset!r} is not registered on this node (medfed node dataset list shows what "
+            f"is), nor a bundled data set: {exc}"
+        ) from None
     name = site or (None if kit is None else kit.name)
     if name not in loaded.site_names:
         raise DataError(
