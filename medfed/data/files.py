@@ -36,7 +36,7 @@ that is not one is an error naming its file, column and row. Every mistake is a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,25 +260,20 @@ def _check_ids(source: TableSource, parts: list[_Part]) -> None:
             seen[value] = part.where
 
 
-def load_data_file(path: str | Path, *, keep_missing: bool = False) -> FederatedDataset:
+def load_data_file(path: str | Path, *, raw: bool = False) -> FederatedDataset:
     """The data set a data set file describes, split into its sites (see the module docs;
     a file whose sites are images folders: :mod:`medfed.data.images`).
 
-    ``keep_missing``: a missing number stays NaN instead of becoming the site's training
-    mean, for harmonisation to fill with the federation's mean (the file must then say
-    ``standardize = "none"``).
+    ``raw``: the numbers as the tables hold them — a missing number stays NaN instead of
+    becoming the site's training mean, and no site standardises alone — for harmonisation
+    (which fills gaps with the federation's mean) and the data-quality report.
     """
     if describes_images(read_toml(path)[1]):
-        if keep_missing:
-            raise DataError(f"{path}: harmonisation is for tables, not images")
         return load_images(path)
     source = read_source(path)
-    if keep_missing and source.standardize == "site":
-        raise DataError(
-            f'{source.path}: standardize = "site" (the default) standardises each site alone; '
-            'set standardize = "none" in the file for harmonisation to standardise with the '
-            "federation's figures"
-        )
+    keep_missing = raw
+    if raw:
+        source = replace(source, standardize="none")
     parts = _parts(source)
     if source.contract is not None:
         return _load_under_contract(source, source.contract, parts, keep_missing=keep_missing)

@@ -292,7 +292,7 @@ def _load_file(
     num_sites: int | None,
     data_dir: str | Path | None,
     options: Mapping[str, OptionValue] | None,
-    keep_missing: bool,
+    raw: bool,
 ) -> FederatedDataset:
     """A data set file: its sites are the file's; it takes no folder and no options."""
     if data_dir is not None:
@@ -301,7 +301,7 @@ def _load_file(
         raise DataError(
             f"{name}: a data set file takes no options ({', '.join(options)}); set them in the file"
         )
-    dataset = load_data_file(name, keep_missing=keep_missing)
+    dataset = load_data_file(name, raw=raw)
     if num_sites is not None and num_sites != len(dataset.sites):
         raise DataError(
             f"{name} has {len(dataset.sites)} sites ({', '.join(dataset.site_names)}), not "
@@ -387,7 +387,7 @@ def load_dataset(
     data_dir: str | Path | None = None,
     seed: int = 0,
     options: Mapping[str, OptionValue] | None = None,
-    keep_missing: bool = False,
+    raw: bool = False,
 ) -> FederatedDataset:
     """Load a data set by name, split into sites.
 
@@ -395,13 +395,11 @@ def load_dataset(
     used only by data sets that are not shipped (``tcga-brca``); ``seed`` only by the
     synthetic generators. ``options`` are the data set's own knobs
     (:attr:`DatasetInfo.options`); strings are parsed, so command-line values work.
-    ``keep_missing``: a data set file's missing numbers stay NaN, for harmonisation to fill
-    (the bundled data sets have none).
+    ``raw``: a data set file's numbers as its tables hold them (gaps NaN, no site
+    standardising alone; see :func:`~medfed.data.files.load_data_file`).
     """
     if is_data_file(name):
-        return _load_file(
-            name, num_sites=num_sites, data_dir=data_dir, options=options, keep_missing=keep_missing
-        )
+        return _load_file(name, num_sites=num_sites, data_dir=data_dir, options=options, raw=raw)
     info, loader = _lookup(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise DataError(f"{info.name}: the seed must be a whole number >= 0, not {seed!r}")

@@ -3,15 +3,14 @@
 Each simulated site loads only its own share, as in ``medfed stats``
 (:class:`~medfed.orchestration.statistics.StatsSites`), but a data set file is read with its
 missing values kept (the loader would otherwise fill them with the site's mean, hiding the
-missingness the report is for). A data set file that standardises each site alone
-(``standardize = "site"``, the default) is refused: every site would have mean 0 and sd 1 by
-construction, so no shift could be seen.
+missingness the report is for) and without any per-site standardisation the file asks of
+training (``standardize = "site"`` would give every site mean 0 and sd 1 by construction, so
+no shift could be seen): the report describes the values as the hospitals recorded them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,24 +32,14 @@ def quality_dataset(data: DataConfig, *, seed: int = 0) -> FederatedDataset:
     """The data set as the report reads it: raw values, missing values kept where the
     loader can keep them."""
     from medfed.data import load_dataset
-    from medfed.data.data_file import describes_images, is_data_file, read_source, read_toml
+    from medfed.data.data_file import describes_images, is_data_file, read_toml
 
     if is_data_file(data.name) and not describes_images(read_toml(data.name)[1]):
-        source = read_source(data.name)
-        if source.standardize == "site":
-            raise DataError(
-                f'{source.path}: standardize = "site" (the default) standardises each site '
-                "alone, so every site has mean 0 and sd 1 and no shift can be seen; set "
-                'standardize = "none" in the file for a data-quality report'
-            )
         if data.sites is not None:
             raise DataError(f"{data.name}: a data set file names its own sites; drop --sites")
         from medfed.data.files import load_data_file
 
-        kwargs: dict[str, Any] = {}
-        if "keep_missing" in inspect.signature(load_data_file).parameters:
-            kwargs["keep_missing"] = True
-        return load_data_file(data.name, **kwargs)
+        return load_data_file(data.name, raw=True)  # the tables' values, gaps kept
     return load_dataset(data.name, num_sites=data.sites, data_dir=data.dir, seed=seed,
                         options=data.options)  # fmt: skip
 

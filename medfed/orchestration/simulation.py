@@ -51,7 +51,7 @@ def _load_data(data: DataConfig, seed: int) -> FederatedDataset:
         data_dir=data.dir,
         seed=seed,
         options=data.options,
-        keep_missing=data.harmonise != "none",  # the federation's mean fills them
+        raw=data.harmonise != "none",  # a file's gaps kept: the federation's mean fills them
     )
 
 
@@ -148,6 +148,20 @@ class SimulationSites:
             data, spec, self.settings, privacy=p.config, rounds=p.rounds, state=states
         )
         return SiteRuntime(name, app, dp=p.dp_steps(), secure=p.secure_site(name), stats=stats)
+
+
+def _refuse_site_standardising(name: str) -> None:
+    """Harmonising a data set file whose sites are told to standardise alone is a mistake."""
+    from medfed.data.data_file import describes_images, read_source, read_toml
+
+    if is_data_file(name) and not describes_images(read_toml(name)[1]):
+        source = read_source(name)
+        if source.standardize == "site":
+            raise ConfigError(
+                f'{source.path} says standardize = "site" (the default: each site standardises '
+                'alone); set standardize = "none" in it for [data] harmonise to standardise '
+                "with the federation's figures"
+            )
 
 
 def _is_default(task: Task) -> bool:
@@ -332,6 +346,8 @@ class Simulation:
             absolute = str(Path(config.data.name).expanduser().absolute())
             config = config.with_overrides(**{"data.name": absolute})
         self.config = config
+        if config.data.harmonise != "none":
+            _refuse_site_standardising(config.data.name)
         self.factory = SimulationSites(
             data=config.data,
             seed=config.seed,

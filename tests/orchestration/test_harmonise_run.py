@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from medfed.cli.main import cli
 from medfed.config import RunConfig, config_from_dict, run_problems
-from medfed.errors import ConfigError, DataError
+from medfed.errors import ConfigError
 from medfed.orchestration.simulation import Simulation
 
 
@@ -88,7 +88,7 @@ def test_combat_removes_each_sites_location_and_the_run_records_it(tmp_path: Pat
 
 def test_a_file_that_standardises_each_site_alone_is_refused(tmp_path: Path) -> None:
     data = _hospitals(tmp_path, standardize="site")
-    with pytest.raises(DataError, match='standardize = "none"'):
+    with pytest.raises(ConfigError, match='standardize = "none"'):
         Simulation(_config(data, "standardise"))
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from medfed.config import BackendConfig, DataConfig
 from medfed.data import load_dataset
-from medfed.errors import DataError
 from medfed.orchestration.quality import QualityReport, QualityThresholds
 from medfed.orchestration.quality_simulation import simulate_quality
 from medfed.reporting.quality import render_quality_markdown
@@ -165,10 +164,18 @@ def test_thresholds_are_the_callers(tmp_path: Path) -> None:
     assert lax.flags == ()
 
 
-def test_a_file_that_standardises_each_site_alone_is_refused(tmp_path: Path) -> None:
-    path = write_consortium(tmp_path, standardize="site")
-    with pytest.raises(DataError, match='standardize = "none"'):
-        simulate_quality(DataConfig(name=str(path)))
+def test_a_file_that_standardises_each_site_for_training_is_reported_raw(
+    tmp_path: Path,
+) -> None:
+    """``standardize = "site"`` is how training prepares the features; the report reads the
+    values as recorded, so the shift is still seen."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = simulate_quality(DataConfig(name=str(write_consortium(tmp_path / "a"))))
+    site = simulate_quality(
+        DataConfig(name=str(write_consortium(tmp_path / "b", standardize="site")))
+    )
+    assert site.to_json()["flags"] == plain.to_json()["flags"] != []
 
 
 def test_survival_event_rate_and_median_follow_up_equal_numpy() -> None:
