@@ -202,10 +202,13 @@ class BackendConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """Federated evaluation every ``every`` rounds; optional local-only and pooled baselines."""
+    """Federated evaluation every ``every`` rounds; optional local-only and pooled baselines;
+    ``quality``: a simulation of tabular data first writes the data-quality report across
+    sites (``quality.json``, a section of ``summary.md``; see ``medfed data quality``)."""
 
     every: int = 1
     baselines: bool = False
+    quality: bool = True
 
     def __post_init__(self) -> None:
         _check(self.every >= 0, "evaluation.every must be 0 (final round only) or more")

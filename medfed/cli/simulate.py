@@ -379,9 +379,27 @@ def _run(
             ) from None
     assert config is not None and config.out is not None
     try:
+        _write_quality(store.path, simulation)
         _train_into(store, simulation, config, checkpoint, title)
     finally:
         store.close()
+
+
+def _write_quality(folder: Path, simulation: Simulation) -> None:
+    """The data-quality report across sites into the run folder, before training."""
+    import json
+
+    from medfed.cli.console import err
+    from medfed.serde import atomic_write
+
+    with err.status("data-quality report across sites…"):
+        report = simulation.data_quality()
+    if report is not None:
+        atomic_write(folder / "quality.json", json.dumps(report.to_json(), indent=2) + "\n")
+        if report.flags:
+            err.print(
+                f"data quality: {len(report.flags)} flag(s) (see quality.json and summary.md)"
+            )
 
 
 def _train_into(

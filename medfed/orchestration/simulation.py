@@ -30,6 +30,7 @@ from medfed.strategies import FedAvg
 if TYPE_CHECKING:
     from medfed.data.base import DataSpec, FederatedDataset, SiteData
     from medfed.orchestration.harmonise import Harmonisation
+    from medfed.orchestration.quality import QualityReport
     from medfed.site.task import Task
 
 __all__ = ["Comparison", "Simulation", "SimulationResult", "SimulationSites", "simulate"]
@@ -226,6 +227,8 @@ class SimulationResult:
     seconds: float
     resumed_after: int = 0  # rounds done before this process took the run over (--resume)
     harmonisation: Harmonisation | None = None  # [data] harmonise: what the sites used
+    quality: QualityReport | None = None  # the data-quality report across sites, if made
+    quality_note: str | None = None  # why there is none (images, unreadable as raw values)
 
 
 def make_backend(config: RunConfig, factory: SimulationSites) -> Backend:
@@ -376,6 +379,9 @@ class Simulation:
             self.factory.require_task_ref()
         if config.data.harmonise != "none":
             self.factory.harmonisation = self._harmonise()
+        self._quality: QualityReport | None = None
+        self._quality_note: str | None = None
+        self._quality_done = False
 
     @property
     def dataset(self) -> FederatedDataset:
@@ -385,6 +391,37 @@ class Simulation:
     def harmonisation(self) -> Harmonisation | None:
         """The federation's feature standardisation ([data] harmonise), or None."""
         return self.factory.harmonisation
+
+    def data_quality(self) -> QualityReport | None:
+        """The data-quality report across the sites (made once, before training; None for
+        images, when ``evaluation.quality`` is off, or with :attr:`quality_note` saying why).
+
+        Federated statistics only (minimum-count suppression; under secure aggregation the
+        federation's figures alone), over the values as recorded (a file's gaps kept)."""
+        if self._quality_done:
+            return self._quality
+        self._quality_done = True
+        if not self.config.evaluation.quality:
+            return None
+        if len(self.dataset.spec.input_shape) != 1:
+            self._quality_note = "images: the data-quality report is for tables of features"
+            return None
+        from medfed.errors import DataError
+        from medfed.orchestration.quality_simulation import simulate_quality
+
+        try:
+            self._quality = simulate_quality(
+                self.config.data,
+                seed=self.config.seed,
+                secure_aggregation=self.config.privacy.secure_aggregation,
+            )
+        except (DataError, RoundFailed) as exc:
+            self._quality_note = f"no data-quality report: {exc}"
+        return self._quality
+
+    @property
+    def quality_note(self) -> str | None:
+        return self._quality_note
 
     def _harmonise(self) -> Harmonisation:
         """One statistics exchange over the sites' raw training records, before training
@@ -434,6 +471,7 @@ class Simulation:
         """
         config = self.config
         start = time.perf_counter()
+        self.data_quality()
         done = 0 if resume is None else resume.round
         if resume is not None and resume.model is None:
             raise ConfigError("this checkpoint holds no model; a run cannot resume from it")
@@ -479,6 +517,8 @@ class Simulation:
             seconds=time.perf_counter() - start,
             resumed_after=done,
             harmonisation=self.harmonisation,
+            quality=self._quality,
+            quality_note=self._quality_note,
         )
 
     def _evaluated(self, backend: Backend, params: Params) -> dict[str, Metrics]:

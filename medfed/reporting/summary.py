@@ -68,6 +68,13 @@ def summary_dict(result: SimulationResult, *, model_sha256: str | None = None) -
         out["resumed_after"] = result.resumed_after
     if result.harmonisation is not None:
         out["harmonisation"] = result.harmonisation.to_json()
+    if result.quality is not None:  # the whole report is quality.json
+        out["data_quality"] = {
+            "file": "quality.json",
+            "flags": [f"{f.site} {f.feature}: {f.check}" for f in result.quality.flags],
+        }
+    elif result.quality_note:
+        out["data_quality"] = {"note": result.quality_note}
     privacy = privacy_summary(result)
     if privacy:
         out["privacy"] = privacy
@@ -226,4 +233,10 @@ def summary_markdown(
             "one model trained on all sites' training records together (not possible in practice; "
             "the reference a federation tries to reach)." + _lower_note(result, " "),
         ]
+    if result.quality is not None:
+        from medfed.reporting.quality import render_quality_markdown
+
+        lines += ["", render_quality_markdown(result.quality).rstrip("\n")]
+    elif result.quality_note:
+        lines += ["", "## Data quality", "", result.quality_note]
     return "\n".join(lines) + "\n"
