@@ -180,3 +180,53 @@ def test_only_approving_sites_answer_and_small_sites_decline(
     )
     assert raw["message"]["min_records"] == 200 and "blocks" not in raw["reply"]
     assert raw["reply"]["failure"]["kind"] == "DataError"
+
+
+def test_a_dp_query_is_paid_from_the_sites_budget_or_declined(
+    federation: Federation, tmp_path: Path
+) -> None:
+    fed = federation
+    fed.start_coordinator()
+    rich = str(fed.kit("sites", "academic-centre"))
+    _ok(medfed("node", "budget", "set", "breast-cancer", "--epsilon", "10", "--kit", rich))
+    fed.start_node("academic-centre", "--auto-approve")
+    fed.start_node("community-north", "--auto-approve")  # no budget set: it must decline
+    bob = str(fed.kit("researchers", "bob"))
+    out = tmp_path / "result.json"
+    shown = _ok(
+        medfed(
+            "stats",
+            "--kit",
+            bob,
+            "--data",
+            "breast-cancer",
+            "--feature",
+            "mean radius",
+            "--statistic",
+            "count",
+            "--statistic",
+            "mean",
+            "--epsilon",
+            "1",
+            "--range",
+            "mean radius=-5:5",
+            "--min-sites",
+            "1",
+            "--round-timeout",
+            "120",
+            "--wait",
+            "--json",
+            str(out),
+            timeout=300,
+        )
+    )
+    got = json.loads(out.read_text())
+    assert got["sites"] == ["academic-centre"] and got["epsilon"] == pytest.approx(1.0, rel=0.05)
+    job_id = re.search(r"(job-[0-9a-f]+)", shown).group(1)
+    budget = _ok(medfed("node", "budget", "show", "breast-cancer", "--kit", rich))
+    row = next(line for line in budget.splitlines() if "breast-cancer" in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    assert cells[-1].rstrip("…") in job_id, budget  # the job, reserved and charged
+    assert 0 < float(cells[3]) <= 1.0, budget  # spent: the query's ε (at the budget's δ)
+    status = _ok(medfed("job", "status", job_id, "--kit", bob))
+    assert "community-north declined" in status, status

@@ -46,7 +46,11 @@ from medfed.federation.node.job_context import JobContext, training_context
 from medfed.federation.node.outbox import Outbox, Waiting
 from medfed.federation.node.privacy import JobProtection, RoundCost, job_privacy, protect_job
 from medfed.federation.node.state_lock import release_state_lock, take_state_lock
-from medfed.federation.node.statistics import is_statistics, statistics_context
+from medfed.federation.node.statistics import (
+    is_statistics,
+    statistics_context,
+    statistics_protection,
+)
 from medfed.federation.transfer.client import ApiError, FederationClient, TransportError
 from medfed.records import Operation, Params, Reply, SiteFailure
 from medfed.serde import instruction_from_wire, reply_to_header
@@ -291,6 +295,18 @@ class NodeAgent:
         if job_id in self._declined:
             return "rejected"
         try:
+            if is_statistics(job):  # a DP query reserves its exchanges on the budget
+                protection = statistics_protection(
+                    job_id,
+                    job,
+                    site=self.site,
+                    dataset=self.dataset,
+                    state_dir=self.settings.state_dir,
+                    identity_key=None,  # secure aggregation's state is the job context's
+                )
+                if protection.budget is not None:
+                    self._reserved[job_id] = protection
+                return "approved"
             if not job_privacy(job.get("privacy")).enabled:
                 return "approved"
             self._reserved[job_id] = protect_job(
@@ -470,8 +486,9 @@ class NodeAgent:
             else:
                 params = self._global_model(model_sha)
                 instruction = instruction_from_wire(task["instruction"], params)
-            if operation == Operation.TRAIN.value:
-                # charged before training: a round the budget refuses sends nothing
+            if operation in (Operation.TRAIN.value, Operation.STATS.value):
+                # charged before training (or a DP query's exchange): a round the budget
+                # refuses sends nothing
                 cost = ctx.protection.charge(round_)
             self._say(f"{job_id} round {round_}: {operation}…")
             if ctx.check is not None:  # a statistics job: nothing beyond the approved query

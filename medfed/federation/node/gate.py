@@ -12,6 +12,7 @@ from typing import Any
 
 from medfed.errors import MedfedError
 from medfed.federation.node.privacy import check_required, job_privacy
+from medfed.federation.node.statistics import is_statistics, missing_protection
 
 __all__ = ["Refusal", "refusal"]
 
@@ -39,7 +40,14 @@ def refusal(
     if data_problem is not None:
         reason = f"the site's data fail the data contract: {data_problem}"
         return Refusal(reason, reason[:300])
-    if require:
+    if require and is_statistics(job):  # its protections are its query's and its table's
+        try:
+            said = missing_protection(require, job)
+        except MedfedError as exc:
+            said = f"the statistics job's query is malformed: {exc}"
+        if said is not None:
+            return Refusal(said, f"the site requires {' and '.join(sorted(require))}")
+    elif require:
         try:
             check_required(require, job_privacy(job.get("privacy")))
         except MedfedError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from medfed.data.base import DataSpec, SiteData
@@ -20,9 +21,10 @@ from medfed.data.statistics.codec import query_from_json, query_to_json
 from medfed.data.statistics.plan import moments_query, noise_multiplier
 from medfed.errors import ConfigError, DataError, UsageError
 from medfed.federation.node.job_context import JobContext
-from medfed.federation.node.privacy import JobProtection, protect_job
+from medfed.federation.node.privacy import JobProtection, job_privacy, protect_job
 from medfed.records import Instruction, Metrics, Operation, Params
 from medfed.site.app import FitResult
+from medfed.site.budget import SiteBudget
 from medfed.site.runtime import SiteRuntime
 from medfed.site.statistics import SiteDataSource, query_of, site_contribution
 
@@ -31,10 +33,12 @@ __all__ = [
     "check_exchange",
     "first_message",
     "is_statistics",
+    "missing_protection",
     "pending_statistics",
     "preview",
     "statistics_context",
     "statistics_of",
+    "statistics_protection",
 ]
 
 STATS_KIND = "statistics"
@@ -85,7 +89,7 @@ def statistics_context(
     data: SiteData,
     spec: DataSpec,
     dataset: str,
-    state_dir: Any,
+    state_dir: Path,
     identity_key: Any,
 ) -> JobContext:
     """The context answering ``job_id``'s STATS instructions with the approved query only."""
@@ -95,19 +99,76 @@ def statistics_context(
             "the statistics job's query differs from the query announced for approval; "
             "this site refuses it"
         )
-    privacy = announced.get("privacy") or {}
-    secure = bool(privacy.get("secure_aggregation", False)) if isinstance(privacy, dict) else False
-    protection: JobProtection = protect_job(
-        job_id,
-        {"privacy": {"secure_aggregation": secure}, "rounds": 1},
-        site=site,
-        dataset=dataset,
-        state_dir=state_dir,
-        identity_key=identity_key,
-    )
+    protection = statistics_protection(
+        job_id, announced, site=site, dataset=dataset, state_dir=state_dir,
+        identity_key=identity_key, query=query,
+    )  # fmt: skip
     source = SiteDataSource(data, spec)
     runtime = SiteRuntime(site, StatisticsOnly(), secure=protection.secure, stats=source)
     return JobContext(sha, runtime, protection, check=lambda i: check_exchange(i, query, features))
+
+
+def _secure(announced: Mapping[str, Any]) -> bool:
+    privacy = announced.get("privacy") or {}
+    return isinstance(privacy, dict) and privacy.get("secure_aggregation") is True
+
+
+def announced_query(announced: Mapping[str, Any]) -> StatsQuery:
+    """The query a statistics job was announced with (what its steward approves)."""
+    return pending_statistics({"kind": announced.get("kind"), **announced})[0]
+
+
+def statistics_protection(
+    job_id: str,
+    announced: Mapping[str, Any],
+    *,
+    site: str,
+    dataset: str,
+    state_dir: Path,
+    identity_key: Any,
+    query: StatsQuery | None = None,
+) -> JobProtection:
+    """A statistics job's protection: secure aggregation when it asks, and with DP (the
+    query's ε) its exchanges reserved on the data set's lifetime budget — each exchange a
+    Gaussian release of the query's noise multiplier (BudgetExceeded: the node declines)."""
+    query = query or announced_query(announced)
+    privacy = {"secure_aggregation": _secure(announced)}
+    if identity_key is None and privacy["secure_aggregation"]:  # a reservation only
+        protection = JobProtection(job_id, job_privacy(privacy), dataset)
+    else:
+        protection = protect_job(
+            job_id,
+            {"privacy": privacy, "rounds": 1},
+            site=site,
+            dataset=dataset,
+            state_dir=state_dir,
+            identity_key=identity_key,
+        )
+    sigma = noise_multiplier(query)
+    if sigma is not None:
+        if not dataset:
+            raise UsageError("this node does not know the name of its data set, so it refuses DP")
+        protection.dataset = dataset
+        protection.budget = SiteBudget.in_state(state_dir)
+        protection.budget.reserve(
+            dataset, job=job_id, noise_multiplier=sigma, sample_rate=1.0, rounds=query.passes
+        )
+    return protection
+
+
+def missing_protection(require: frozenset[str], announced: Mapping[str, Any]) -> str | None:
+    """What of the steward's minimum (``--require``) a statistics job lacks, or None."""
+    missing = []
+    if "dp" in require and announced_query(announced).epsilon is None:
+        missing.append("differential privacy (--epsilon with --range)")
+    if "secagg" in require and not _secure(announced):
+        missing.append("secure aggregation (--secure)")
+    if not missing:
+        return None
+    return (
+        f"this site requires {' and '.join(missing)} of every statistics job, and this one "
+        "has none; the node refuses it"
+    )
 
 
 def check_exchange(instruction: Instruction, query: StatsQuery, features: tuple[str, ...]) -> None:
