@@ -230,3 +230,67 @@ def test_a_dp_query_is_paid_from_the_sites_budget_or_declined(
     assert 0 < float(cells[3]) <= 1.0, budget  # spent: the query's ε (at the budget's δ)
     status = _ok(medfed("job", "status", job_id, "--kit", bob))
     assert "community-north declined" in status, status
+
+
+def test_a_researcher_without_data_asks_registered_data_sets_under_a_contract(
+    federation: Federation, tmp_path: Path
+) -> None:
+    from medfed.data.statistics import StatsQuery, answer_tables, site_table
+    from medfed.site.datasets import DatasetRegistry
+
+    fed = federation
+    data = tmp_path / "my-data"
+    _ok(medfed("data", "export", "breast-cancer", "--out", str(data)))
+    contract = data / "bc.contract.toml"
+    _ok(medfed("data", "contract", str(data / "data.toml"), "--out", str(contract)))
+    sites = ["academic-centre", "community-north"]
+    fed.start_coordinator()
+    for site in sites:
+        kit = str(fed.kit("sites", site))
+        table = str(data / f"{site}_train.csv")
+        _ok(
+            medfed("node", "dataset", "add", "bc", table, "--contract", str(contract), "--kit", kit)
+        )
+        fed.spawn(site, "node", "start", "--kit", kit, "--data", "bc", "--auto-approve")
+    researcher = tmp_path / "researcher"
+    researcher.mkdir()
+    bob = str(fed.kit("researchers", "bob"))
+    shown = _ok(
+        medfed(
+            "stats",
+            "--kit",
+            bob,
+            "--data",
+            "bc",
+            "--contract",
+            str(contract),
+            "--secure",
+            "--min-sites",
+            "2",
+            "--round-timeout",
+            "120",
+            "--wait",
+            "--json",
+            "out.json",
+            cwd=researcher,
+            timeout=300,
+        )
+    )
+    got = json.loads((researcher / "out.json").read_text())
+    assert sorted(researcher.iterdir()) == [researcher / "out.json"]  # no data came here
+    assert "the coordinator learnt only the sums over sites" in shown
+    assert got["sites"] == sites and got["secure_aggregation"] is True
+    # the same query over the nodes' registered data sets, in memory (the simulation's flow)
+    tables = {}
+    for site in sites:
+        served = DatasetRegistry.in_state(fed.kit("sites", site) / "state").load("bc")
+        tables[site] = site_table(served.data, served.spec, split="all")
+    expected = answer_tables(tables, StatsQuery()).to_json()["federation"]
+    # the same counts; the same means and variances up to secure aggregation's fixed point
+    assert got["federation"]["features"].keys() == expected["features"].keys()
+    for name, want in expected["features"].items():
+        have = got["federation"]["features"][name]
+        assert (have["count"], have["missing"]) == (want["count"], want["missing"]), name
+        assert have["mean"] == pytest.approx(want["mean"], rel=1e-6, abs=1e-9), name
+        assert have["variance"] == pytest.approx(want["variance"], rel=1e-6), name
+    assert got["federation"]["records"] == sum(t.rows for t in tables.values())
