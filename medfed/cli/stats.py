@@ -164,7 +164,6 @@ def query_from_options(
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the released figures as JSON here.")  # fmt: skip
 @click.option("--kit", type=click.Path(file_okay=False, path_type=Path), default=None,
-              envvar="MEDFED_KIT",
               help="Your researcher kit: ask the real federation (a statistics job).")  # fmt: skip
 @click.option("--job", "job_id", default=None,
               help="Show the released result of this statistics job (with --kit).")  # fmt: skip

@@ -40,6 +40,9 @@ def query_to_json(query: StatsQuery) -> dict[str, Any]:
     }
 
 
+_DEFAULT = {"statistics": [s.value for s in StatsQuery().statistics]}
+
+
 def _floats(v: Any) -> tuple[float, ...]:
     if not isinstance(v, list | tuple):
         raise TypeError("expected a list of numbers")
@@ -61,7 +64,9 @@ def query_from_json(raw: Mapping[str, Any]) -> StatsQuery:
         epsilon = raw.get("epsilon")
         return StatsQuery(
             features=tuple(str(f) for f in raw.get("features", [])),
-            statistics=tuple(Statistic.parse(str(s)) for s in raw.get("statistics", [])),
+            statistics=tuple(
+                Statistic.parse(str(s)) for s in raw.get("statistics", _DEFAULT["statistics"])
+            ),
             bins=_int(raw.get("bins", 10)),
             edges={str(k): _floats(v) for k, v in dict(raw.get("edges", {})).items()},
             quantiles=_floats(raw.get("quantiles", [0.25, 0.5, 0.75])),
