@@ -294,3 +294,61 @@ def test_a_researcher_without_data_asks_registered_data_sets_under_a_contract(
         assert have["mean"] == pytest.approx(want["mean"], rel=1e-6, abs=1e-9), name
         assert have["variance"] == pytest.approx(want["variance"], rel=1e-6), name
     assert got["federation"]["records"] == sum(t.rows for t in tables.values())
+
+
+def test_a_kaplan_meier_curve_over_the_federation_is_the_simulations(
+    federation: Federation, tmp_path: Path
+) -> None:
+    from medfed.config import DataConfig
+    from medfed.data.statistics import Statistic, StatsQuery
+    from medfed.orchestration.backends.inprocess import InProcessBackend
+    from medfed.orchestration.statistics import StatsSites, run_statistics
+
+    fed = federation
+    fed.start_coordinator()
+    shares = {"academic-centre": "other-institutions", "community-north": "inst-1"}
+    for site, share in shares.items():
+        kit = str(fed.kit("sites", site))
+        fed.spawn(site, "node", "start", "--kit", kit, "--data", "lung", "--site", share,
+                  "--auto-approve")  # fmt: skip
+    bob = str(fed.kit("researchers", "bob"))
+    out = tmp_path / "km.json"
+    shown = _ok(
+        medfed(
+            "stats",
+            "--kit",
+            bob,
+            "--data",
+            "lung",
+            "--statistic",
+            "count",
+            "--statistic",
+            "survival",
+            "--feature",
+            "age",
+            "--no-per-site",
+            "--min-sites",
+            "2",
+            "--round-timeout",
+            "120",
+            "--wait",
+            "--json",
+            str(out),
+            timeout=300,
+        )
+    )
+    got = json.loads(out.read_text())
+    assert "Kaplan–Meier (federation)" in shown
+    query = StatsQuery(features=("age",), statistics=(Statistic.COUNT, Statistic.SURVIVAL),
+                       per_site=False)  # fmt: skip
+    backend = InProcessBackend(
+        StatsSites(data=DataConfig(name="lung"), seed=0, names=sorted(shares.values()))
+    )
+    try:
+        simulated = run_statistics(backend, query, features=("age",)).to_json()
+    finally:
+        backend.close()
+    assert got["federation"] == simulated["federation"]
+    curve = got["federation"]["survival"]
+    assert curve is not None and len(curve["times"]) > 1
+    assert all(n == 0 or n >= 10 for n in curve["at_risk"])
