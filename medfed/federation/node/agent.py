@@ -491,8 +491,9 @@ class NodeAgent:
                 # refuses sends nothing
                 cost = ctx.protection.charge(round_)
             self._say(f"{job_id} round {round_}: {operation}…")
-            if ctx.check is not None:  # a statistics job: nothing beyond the approved query
-                ctx.check(instruction)
+            check = getattr(ctx, "check", None)  # a statistics job: only the approved query
+            if check is not None:
+                check(instruction)
             # the site's state is kept per job this node runs, whatever the coordinator calls it
             reply = ctx.runtime.handle(dataclasses.replace(instruction, run=job_id))
             problem = _not_finite(reply)
