@@ -50,8 +50,8 @@ def list_(show_options: bool) -> None:
 @DATA_OPTIONS
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of generated data.")
 def export(name: str, out_dir: str, sites: int | None, options: tuple[str, ...], seed: int) -> None:
-    """Write a bundled data set as files per site (tables: CSV; 2D images: PNG and labels
-    files), with its data set file.
+    """Write a bundled data set as files per site (tables: CSV; 2D images: PNG; 3D volumes:
+    NIfTI; with labels files or masks), with its data set file.
 
     \b
     Example:

@@ -32,14 +32,14 @@ __all__ = ["export_dataset"]
 
 def export_dataset(dataset: FederatedDataset, folder: str | Path) -> Path:
     """Write ``dataset`` into ``folder``; returns the path of its data set file."""
-    if len(dataset.spec.input_shape) == 3:
+    if len(dataset.spec.input_shape) in (3, 4):  # 2D images, 3D volumes (with channels)
         from medfed.data.export_images import export_images
 
         return export_images(dataset, folder)
     if len(dataset.spec.input_shape) != 1:
         raise DataError(
-            f"{dataset.name} holds volumes {dataset.spec.input_shape}: tables and 2D images "
-            "can be exported (as CSV and PNG files)"
+            f"{dataset.name} holds inputs of shape {dataset.spec.input_shape}: tables, 2D images "
+            "and 3D volumes can be exported (as CSV, PNG and NIfTI files)"
         )
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

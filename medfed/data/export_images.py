@@ -1,5 +1,6 @@
-"""Write a 2D image data set as PNG files per site, labels files and its data set file
-(the layout is in :mod:`medfed.data.export`)."""
+"""Write an image data set as files per site, labels files and its data set file (the layout
+is in :mod:`medfed.data.export`): 2D images as PNG, 3D volumes as NIfTI (``.nii.gz``, float32
+as they are, masks as uint8)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ def export_images(dataset: FederatedDataset, folder: str | Path) -> Path:
     """Write ``dataset``'s images into ``folder``; returns the path of its data set file."""
     spec = dataset.spec
     channels = spec.input_shape[0]
-    if channels not in _LEVELS:
+    volumes = len(spec.input_shape) == 4
+    if volumes and channels != 1:
+        raise DataError(f"{dataset.name}: {channels} channels; NIfTI export takes 1")
+    if not volumes and channels not in _LEVELS:
         raise DataError(f"{dataset.name}: {channels} channels; PNG export takes 1 or 3")
     segmentation = spec.kind is TaskKind.SEGMENTATION
     if segmentation and spec.n_classes > 256:
@@ -31,8 +35,11 @@ def export_images(dataset: FederatedDataset, folder: str | Path) -> Path:
     xs = [x for s in dataset.sites for x in (s.x_train, s.x_test) if len(x)]
     low = float(min(x.min() for x in xs))
     high = float(max(x.max() for x in xs))
-    levels = _LEVELS[channels]
+    levels = _LEVELS.get(channels, 1)
     slope = (high - low) / levels if high > low else 1.0
+    if volumes:  # float32 as they are
+        low, slope = 0.0, 1.0
+    suffix = ".nii.gz" if volumes else ".png"
     out = Path(folder)
     sites: dict[str, dict[str, str]] = {}
     for site in dataset.sites:
@@ -44,12 +51,18 @@ def export_images(dataset: FederatedDataset, folder: str | Path) -> Path:
             ("train", site.x_train, site.y_train),
             ("test", site.x_test, site.y_test),
         ):
-            names = [f"{part}-{i:05d}.png" for i in range(len(x))]
+            names = [f"{part}-{i:05d}{suffix}" for i in range(len(x))]
             for name, image in zip(names, x, strict=True):
-                _png(base / "images" / name, image, low, slope, levels)
+                if volumes:
+                    _nifti(base / "images" / name, image[0].astype(np.float32))
+                else:
+                    _png(base / "images" / name, image, low, slope, levels)
             if segmentation:
                 for name, mask in zip(names, y, strict=True):
-                    _mask_png(base / "masks" / name, mask)
+                    if volumes:
+                        _nifti(base / "masks" / name, np.asarray(mask, dtype=np.uint8))
+                    else:
+                        _mask_png(base / "masks" / name, mask)
             if part == "test" or not segmentation:  # segmentation: the test list only
                 _labels(
                     base / f"{'labels' if part == 'train' else 'test'}.csv", names, y, spec.kind
@@ -67,7 +80,11 @@ def export_images(dataset: FederatedDataset, folder: str | Path) -> Path:
     path = out / "data.toml"
     header = (
         f"# {dataset.name}, exported by `medfed data export` ({len(dataset.sites)} sites).\n"
-        "# PNG pixels * slope + intercept (rescale) are the bundled intensities.\n"
+        + (
+            "# NIfTI volumes hold the bundled intensities as they are.\n"
+            if volumes
+            else "# PNG pixels * slope + intercept (rescale) are the bundled intensities.\n"
+        )
     )
     atomic_write(path, header + tomli_w.dumps(body))
     return path
@@ -81,6 +98,16 @@ def _png(path: Path, image: npt.NDArray[np.float32], low: float, slope: float, l
         Image.fromarray(q[0].astype(np.uint16)).save(path)
     else:
         Image.fromarray(np.moveaxis(q, 0, -1).astype(np.uint8), mode="RGB").save(path)
+
+
+def _nifti(path: Path, volume: npt.NDArray[np.generic]) -> None:
+    """A (depth, height, width) volume as NIfTI (x = width, y = height, z = depth; identity
+    affine), the axes medfed's reader gives back."""
+    import nibabel as nib
+
+    data = np.ascontiguousarray(volume.transpose(2, 1, 0))
+    image = nib.Nifti1Image(data, np.eye(4))  # type: ignore[no-untyped-call]
+    nib.save(image, str(path))
 
 
 def _mask_png(path: Path, mask: npt.NDArray[np.generic]) -> None:

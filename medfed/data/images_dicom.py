@@ -25,6 +25,7 @@ from medfed.errors import DataError
 __all__ = ["read_dicom_file", "read_dicom_series"]
 
 Pixels = npt.NDArray[np.float32]
+MAX_SERIES_FILES = 5000  # slices of one series folder (a CT is a few hundred)
 
 
 def _dataset(path: Path) -> Any:
@@ -102,12 +103,30 @@ def _position(ds: Any) -> float | None:
 
 def read_dicom_series(folder: Path) -> tuple[Pixels, str | None]:
     """A folder of one series' single-frame files as one ``(channels, slices, rows, cols)``
-    volume in the patient axis order; and the series' Modality."""
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"
-    )
+    volume in the patient axis order; and the series' Modality.
+
+    The files may sit in nested folders (a patient's ``study/series/`` tree as a PACS export
+    writes it), as long as they are all one series and all inside ``folder``.
+    """
+    inside = folder.resolve()
+    files = []
+    for p in sorted(folder.rglob("*")):
+        parts = p.relative_to(folder).parts
+        if any(part.startswith(".") for part in parts) or p.name.upper() == "DICOMDIR":
+            continue
+        if not p.is_file():
+            continue
+        if not p.resolve().is_relative_to(inside):
+            raise DataError(
+                f"{p}: a link to {p.resolve()}, outside the series folder {folder}; copy the "
+                "file in instead"
+            )
+        files.append(p)
+        if len(files) > MAX_SERIES_FILES:
+            raise DataError(
+                f"{folder}: more than {MAX_SERIES_FILES} files; a folder in images holds one "
+                "series (one volume)"
+            )
     if not files:
         raise DataError(f"{folder}: an empty folder; a folder in images is one DICOM series")
     slices: list[tuple[Path, Any]] = [(p, _dataset(p)) for p in files]

@@ -153,6 +153,34 @@ def test_dicom_files_and_series_folders(tmp_path: Path) -> None:
     np.testing.assert_allclose(volumes[7.5][0], expected)
 
 
+def test_a_patients_nested_dicom_tree_is_one_series_and_links_out_are_refused(
+    tmp_path: Path,
+) -> None:
+    """A PACS export's ``patient/study/series/`` tree is read as the patient's volume."""
+    root = tmp_path / "v" / "images"
+    expected = _series(root / "p1" / "study-1" / "series-3", [2.0, 0.0, 1.0])
+    _series(root / "p2" / "study-9" / "series-1", [0.0, 1.0, 2.0], series="1.2.3.9")
+    labels(tmp_path / "v" / "labels.csv", [("p1", 1.0), ("p2", 2.0)])
+    path = data_file(tmp_path, 'task = "regression"\nintensity = "none"\n', {"v": classified("v")})
+    site = load_data_file(path).site("v")
+    volumes = {
+        float(y): x
+        for x, y in zip([*site.x_train, *site.x_test], [*site.y_train, *site.y_test], strict=True)
+    }
+    np.testing.assert_allclose(volumes[1.0][0], expected)
+    # a second series in the patient's tree: one entry is one volume
+    _series(root / "p2" / "study-9" / "series-2", [0.0, 1.0, 2.0], series="1.2.3.10")
+    with pytest.raises(DataError, match=r"p2: the files belong to 2 series"):
+        load_data_file(path)
+    for extra in (root / "p2" / "study-9" / "series-2").iterdir():
+        extra.unlink()
+    outside = tmp_path / "elsewhere.dcm"
+    outside.write_bytes((root / "p1" / "study-1" / "series-3" / "s0.dcm").read_bytes())
+    (root / "p2" / "study-9" / "series-2" / "link.dcm").symlink_to(outside)
+    with pytest.raises(DataError, match=r"link\.dcm: a link to .*outside the series folder"):
+        load_data_file(path)
+
+
 def test_nifti_volumes_with_masks_are_a_segmentation_data_set(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     truth = {}
@@ -242,3 +270,20 @@ def test_exported_segmentation_scans_and_masks_load_back(tmp_path: Path) -> None
         np.testing.assert_array_equal(b.y_train, a.y_train)
         np.testing.assert_array_equal(b.y_test, a.y_test)
         assert b.y_train.dtype == np.int64
+
+
+def test_exported_volumes_and_masks_load_back_exactly(tmp_path: Path) -> None:
+    """3D volumes go out as NIfTI (float32 as they are) and come back voxel for voxel."""
+    from medfed.data.export import export_dataset
+
+    options = {"num_images": 24, "image_size": 16, "depth": 8, "volume": True}
+    bundled = load_dataset("synthetic-segmentation", num_sites=2, options=options)
+    path = export_dataset(bundled, tmp_path / "vol")
+    assert (tmp_path / "vol" / bundled.site_names[0] / "masks" / "test-00000.nii.gz").is_file()
+    again = load_data_file(path)
+    assert again.spec == bundled.spec and again.spec.input_shape == (1, 8, 16, 16)
+    for a, b in zip(bundled.sites, again.sites, strict=True):
+        np.testing.assert_array_equal(b.x_train, a.x_train)
+        np.testing.assert_array_equal(b.x_test, a.x_test)
+        np.testing.assert_array_equal(b.y_train, a.y_train)
+        np.testing.assert_array_equal(b.y_test, a.y_test)
