@@ -54,6 +54,7 @@ class Federation:
     port: int
     procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     logs: dict[str, Any] = field(default_factory=dict)
+    data: str = "breast-cancer"  # the bundled data set start_node serves
 
     @property
     def kits(self) -> Path:
@@ -98,7 +99,7 @@ class Federation:
             "--kit",
             str(self.kit("sites", site)),
             "--data",
-            "breast-cancer",
+            self.data,
             *extra,
         )
 
