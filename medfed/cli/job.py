@@ -389,6 +389,13 @@ def download(kit: Path, insecure: bool, job_id: str, out: Path | None) -> None:
     target = out or Path(f"{job_id}.safetensors")
     with client(kit, insecure=insecure) as c:
         view = c.get_json(f"/v1/jobs/{job_id}")
+        if (view.get("config") or {}).get("kind") == "statistics":
+            from medfed.errors import UsageError
+
+            raise UsageError(
+                f"{job_id} is a statistics job: it has no model; see its released figures with "
+                f"medfed stats --kit KIT --job {job_id}"
+            )
         # streamed to TARGET.part, checked, then renamed: a broken download resumes
         c.download_blob_to(view["params_sha256"], target)
     console.print(

@@ -119,6 +119,8 @@ def test_a_statistics_job_releases_the_simulations_figures(
     assert json.loads(again.read_text()) == got
     status = _ok(medfed("job", "status", job_id, "--kit", bob))
     assert "complete" in status and "mean radius" in status
+    model = medfed("job", "download", job_id, "--kit", bob, cwd=tmp_path)
+    assert model.returncode == 2 and "a statistics job: it has no model" in model.stderr
 
 
 def test_only_approving_sites_answer_and_small_sites_decline(
