@@ -134,13 +134,13 @@ def run_stats_job(
 ) -> None:
     """Answer the job's query over the sites that approved it; store the released result."""
     query = query_from_json(config["query"])
-    sites = backend.wait_for_sites(int(config.get("min_sites", 2)))
+    # the exchanges ask every site that approved by then (RemoteBackend.site_names)
+    backend.wait_for_sites(int(config.get("min_sites", 2)))
     secure = None
     if (config.get("privacy") or {}).get("secure_aggregation"):
         secure = SecureAggregation(
             job=job_id, verify_identity=identity_verifier(CertificateBook(store.engine))
         )
-    del sites  # the exchange asks every approved site (RemoteBackend.site_names)
     result = run_statistics(
         backend,
         query,
