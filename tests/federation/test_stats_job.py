@@ -158,8 +158,9 @@ def test_only_approving_sites_answer_and_small_sites_decline(
     assert got["sites"] == ["academic-centre"]
     assert (
         "community-north" in got["failures"]
-        and "fewer than the minimum count" in (got["failures"]["community-north"])
+        and "fewer records than the minimum count 200" in (got["failures"]["community-north"])
     )
+    assert "114" not in got["failures"]["community-north"]  # its count stays at the site
     assert "oncology-clinic" not in got["failures"]  # never asked: it did not approve
     _no_small_count(got, 200)
     assert got["federation"]["records"] == 284

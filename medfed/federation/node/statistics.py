@@ -31,6 +31,7 @@ from medfed.site.statistics import SiteDataSource, query_of, site_contribution
 __all__ = [
     "STATS_KIND",
     "check_exchange",
+    "enough_records",
     "first_message",
     "is_statistics",
     "missing_protection",
@@ -105,7 +106,25 @@ def statistics_context(
     )  # fmt: skip
     source = SiteDataSource(data, spec)
     runtime = SiteRuntime(site, StatisticsOnly(), secure=protection.secure, stats=source)
-    return JobContext(sha, runtime, protection, check=lambda i: check_exchange(i, query, features))
+
+    def check(instruction: Instruction) -> None:
+        check_exchange(instruction, query, features)
+        enough_records(instruction, source)
+
+    return JobContext(sha, runtime, protection, check=check)
+
+
+def enough_records(instruction: Instruction, source: SiteDataSource) -> None:
+    """Decline an exchange over fewer records than its minimum count *without* saying how
+    many: the refusal leaves the site, and a count under the threshold must not."""
+    if instruction.operation is not Operation.STATS:
+        return
+    asked, min_records = query_of(instruction.message)
+    if source.table(asked.split).rows < min_records:
+        raise DataError(
+            f"this site holds fewer records than the minimum count {min_records}; it sends no "
+            "statistics about so few patients"
+        )
 
 
 def _secure(announced: Mapping[str, Any]) -> bool:
