@@ -58,8 +58,8 @@ def site_contribution(source: StatsSource, message: Mapping[str, Any] | None) ->
     table = source.table(query.split)
     if table.rows < min_records:
         raise DataError(
-            f"this site has {table.rows} records for the query, fewer than the minimum count "
-            f"{min_records}; it declines to send statistics about so few patients"
+            f"this site's records for the query are fewer than the minimum count {min_records}; "
+            "it declines to send statistics about so few patients (how many stays here)"
         )
     return contribution(table, query)
 
