@@ -308,18 +308,12 @@ def run_problems(config: RunConfig, mode: RunMode) -> list[str]:
             check_secure_aggregation(strategy)
     except ConfigError as exc:
         problems.append(str(exc))
-    if config.data.harmonise != "none":
-        if privacy.dp != "none":
-            problems.append(
-                "data.harmonise with DP: the federation's means and sds that harmonisation "
-                'learns are not covered by the run\'s ε; set data.harmonise = "none" (and '
-                "standardise with fixed constants) or drop DP"
-            )
-        if mode == "federation":
-            problems.append(
-                "data.harmonise is learnt in simulations only for now; in a federation each "
-                'node prepares its features as its data set file says (set it to "none")'
-            )
+    if config.data.harmonise != "none" and privacy.dp != "none":
+        problems.append(
+            "data.harmonise with DP: the federation's means and sds that harmonisation "
+            'learns are not covered by the run\'s ε; set data.harmonise = "none" (and '
+            "standardise with fixed constants) or drop DP"
+        )
     if mode == "federation":
         if privacy.adaptive_clip and privacy.clip_count_stddev is None:
             problems.append(

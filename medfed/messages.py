@@ -8,7 +8,10 @@ Each setting and each report item has exactly one definition, here. They travel 
       proximal_mu     FedProx's μ                  clip_bit        adaptive clipping's noised bit
       clip_norm       the round's DP clip          epsilon         DP-SGD: the site's ε so far
       secure          secure aggregation's terms   saturated       values clipped at secagg's bound
-      task            the task's own options       local_steps     optimiser steps this round
+      harmonise       the federation's feature     local_steps     optimiser steps this round
+                      standardisation ([data]
+                      harmonise; sent only when set)
+      task            the task's own options
 
 A peer that speaks another version is refused with :class:`MessageVersionError`, which names
 both versions. Pure data: no torch, no I/O.
@@ -25,10 +28,13 @@ from medfed.errors import SerializationError
 
 __all__ = [
     "MESSAGE_VERSION",
+    "HarmoniseSettings",
     "MessageVersionError",
     "RoundSettings",
     "SecureSettings",
     "SiteReport",
+    "harmonise_from_json",
+    "harmonise_to_json",
     "report_from_json",
     "report_to_json",
     "settings_from_json",
@@ -67,6 +73,33 @@ class SecureSettings:
             raise ValueError(f"secure.bound must be a positive number, not {self.bound!r}")
 
 
+MAX_HARMONISED_FEATURES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class HarmoniseSettings:
+    """The federation's location and scale of each feature, learnt before training: a site
+    standardises with them (``"standardise"``), then removes its own site effects
+    (``"combat"``); :class:`medfed.orchestration.harmonise.Harmonisation` applies them."""
+
+    method: Literal["standardise", "combat"]
+    mean: tuple[float, ...]
+    sd: tuple[float, ...]
+    min_count: int = 10
+
+    def __post_init__(self) -> None:
+        if self.method not in ("standardise", "combat"):
+            raise ValueError(f"harmonise.method must be standardise or combat, not {self.method!r}")
+        if len(self.mean) != len(self.sd) or not 1 <= len(self.mean) <= MAX_HARMONISED_FEATURES:
+            raise ValueError("harmonise.mean and harmonise.sd must give each feature once")
+        if not all(math.isfinite(m) for m in self.mean):
+            raise ValueError("harmonise.mean must be finite")
+        if not all(math.isfinite(v) and v > 0 for v in self.sd):
+            raise ValueError("harmonise.sd must be positive and finite")
+        if not 1 <= self.min_count <= 1_000_000:
+            raise ValueError(f"harmonise.min_count must be at least 1, not {self.min_count}")
+
+
 @dataclass(frozen=True, slots=True)
 class RoundSettings:
     """What a site is told for one round besides the model and its seed.
@@ -79,6 +112,7 @@ class RoundSettings:
     clip_norm: float | None = None
     secure: SecureSettings | None = None
     task: Mapping[str, TaskValue] = field(default_factory=dict)
+    harmonise: HarmoniseSettings | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.proximal_mu) and self.proximal_mu >= 0):
@@ -135,8 +169,31 @@ def _object(obj: Any, what: str, known: set[str]) -> Mapping[str, Any]:
     return obj
 
 
+def harmonise_to_json(h: HarmoniseSettings) -> dict[str, Any]:
+    return {"method": h.method, "mean": list(h.mean), "sd": list(h.sd), "min_count": h.min_count}
+
+
+def harmonise_from_json(obj: Any) -> HarmoniseSettings:
+    """Harmonisation settings from a peer (a round's settings, a checkpoint)."""
+    obj = _object(obj, "harmonise settings", {"method", "mean", "sd", "min_count"})
+    mean, sd = obj.get("mean"), obj.get("sd")
+    if not isinstance(mean, list) or not isinstance(sd, list):
+        raise SerializationError("harmonise settings' mean and sd must be lists of numbers")
+    if len(mean) > MAX_HARMONISED_FEATURES or len(sd) > MAX_HARMONISED_FEATURES:
+        raise SerializationError(f"harmonise settings hold more than {MAX_HARMONISED_FEATURES}")
+    try:
+        return HarmoniseSettings(
+            method=obj.get("method"),  # checked by the class
+            mean=tuple(_number(v, "harmonise.mean") for v in mean),
+            sd=tuple(_number(v, "harmonise.sd") for v in sd),
+            min_count=_integer(obj.get("min_count", 10), "harmonise.min_count"),
+        )
+    except ValueError as exc:
+        raise SerializationError(f"invalid harmonise settings: {exc}") from None
+
+
 def settings_to_json(settings: RoundSettings) -> dict[str, Any]:
-    return {
+    out = {
         "version": MESSAGE_VERSION,
         "proximal_mu": settings.proximal_mu,
         "clip_norm": settings.clip_norm,
@@ -145,11 +202,16 @@ def settings_to_json(settings: RoundSettings) -> dict[str, Any]:
         else {"weights": settings.secure.weights, "bound": settings.secure.bound},
         "task": dict(settings.task),
     }
+    if settings.harmonise is not None:  # only then: a peer of before speaks the rest
+        out["harmonise"] = harmonise_to_json(settings.harmonise)
+    return out
 
 
 def settings_from_json(obj: Any) -> RoundSettings:
     """Round settings from a peer; a wrong version, type or value is a SerializationError."""
-    obj = _object(obj, "round settings", {"proximal_mu", "clip_norm", "secure", "task"})
+    obj = _object(
+        obj, "round settings", {"proximal_mu", "clip_norm", "secure", "task", "harmonise"}
+    )
     _version(obj, "round settings")
     task = obj.get("task", {})
     if not isinstance(task, Mapping) or len(task) > 100:
@@ -168,11 +230,13 @@ def settings_from_json(obj: Any) -> RoundSettings:
                 bound=_number(secure.get("bound", 1.0), "secure.bound"),
             )
         clip = obj.get("clip_norm")
+        harmonise = obj.get("harmonise")
         return RoundSettings(
             proximal_mu=_number(obj.get("proximal_mu", 0.0), "proximal_mu"),
             clip_norm=None if clip is None else _number(clip, "clip_norm"),
             secure=secure,
             task=dict(task),
+            harmonise=None if harmonise is None else harmonise_from_json(harmonise),
         )
     except ValueError as exc:
         raise SerializationError(f"invalid round settings: {exc}") from None

@@ -93,3 +93,21 @@ def test_no_medfed_module_shares_a_string_key_for_round_settings() -> None:
         if key in p.read_text(encoding="utf-8")
     ]
     assert hits == []
+
+
+def test_harmonisation_travels_only_when_set_and_is_checked() -> None:
+    from medfed.messages import HarmoniseSettings
+
+    assert "harmonise" not in settings_to_json(RoundSettings())  # a peer of before reads it
+    h = HarmoniseSettings("combat", (1.5, -2.0), (0.5, 3.0), min_count=12)
+    wire = json.loads(json.dumps(settings_to_json(RoundSettings(harmonise=h))))
+    assert settings_from_json(wire).harmonise == h
+    for bad in (
+        {"method": "zscore", "mean": [0.0], "sd": [1.0]},
+        {"method": "standardise", "mean": [0.0, 1.0], "sd": [1.0]},
+        {"method": "standardise", "mean": [0.0], "sd": [0.0]},
+        {"method": "standardise", "mean": ["0"], "sd": [1.0]},
+        {"method": "standardise", "mean": [0.0], "sd": [1.0], "extra": 1},
+    ):
+        with pytest.raises(SerializationError):
+            settings_from_json({**wire, "harmonise": bad})

@@ -167,6 +167,10 @@ def submit(
         data_spec.update(target_center=spec.target_center, target_scale=spec.target_scale)
     if contract is not None:
         data_spec.update(contract=contract.title, contract_sha256=contract.sha256)
+    if data.harmonise != "none":  # the features the sites' statistics are asked about
+        from medfed.data.statistics.table import feature_names
+
+        data_spec["feature_names"] = list(feature_names(spec))
     config = JobConfig(run=run, data_spec=data_spec)
     seed = config.run.seed
     initial = task.initial_params(spec, seed=seed)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:
-    from medfed.data.base import FederatedDataset
+    from medfed.data.base import FederatedDataset, SiteData
 
 
 @click.command()
@@ -108,6 +108,7 @@ def start(
     state_dir = state or kit / "state"
     registry = DatasetRegistry.in_state(state_dir)
     contract_sha256 = data_problem = None
+    raw_data: Callable[[], SiteData] | None = None  # a bundled data set: as it is
     if registry.has(data_name):  # registered by the data steward: served as registered
         given = [
             f
@@ -126,6 +127,10 @@ def start(
             )
         served = registry.load(data_name)
         data, spec, contract_sha256 = served.data, served.spec, served.entry.contract_sha256
+
+        def raw_data() -> SiteData:  # read when a job asks to harmonise
+            return registry.load_raw(data_name)
+
         if served.report is not None and not served.report.passed:
             data_problem = served.report.summary()
             warn(
@@ -171,6 +176,7 @@ def start(
         kit=k,
         contract_sha256=contract_sha256,
         data_problem=data_problem,
+        raw_data=raw_data,
     )
     agent.lock()  # one node per state folder: a second one is refused here, before it serves
     err.print(

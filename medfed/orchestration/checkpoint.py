@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 from medfed.errors import SerializationError
+from medfed.messages import HarmoniseSettings, harmonise_from_json, harmonise_to_json
 from medfed.records import Params
 from medfed.serde import params_from_bytes, params_to_bytes
 from medfed.strategies.base import StrategyState
@@ -29,29 +30,31 @@ _READ = ("1", "2")
 
 @dataclass(frozen=True)
 class RoundCheckpoint:
-    """The state after round ``round``: the strategy's, the coordinator's privacy state and,
-    in a run folder, the global model after the round."""
+    """The state after round ``round``: the strategy's, the coordinator's privacy state, the
+    harmonisation the sites train with (``[data] harmonise``, learnt before round 1) and, in a
+    run folder, the global model after the round."""
 
     round: int
     strategy: StrategyState = field(default_factory=StrategyState)
     privacy: dict[str, float] = field(default_factory=dict)
     model: Params | None = None
+    harmonise: HarmoniseSettings | None = None
 
 
 def checkpoint_to_bytes(checkpoint: RoundCheckpoint) -> bytes:
     tensors = [(f"strategy/{k}", v) for k, v in checkpoint.strategy.tensors.items()]
     if checkpoint.model is not None:
         tensors += [(f"model/{k}", v) for k, v in checkpoint.model.items()]
-    return params_to_bytes(
-        Params(tensors),
-        {
-            "medfed.checkpoint": _VERSION,
-            "round": str(checkpoint.round),
-            "strategy": json.dumps(dict(checkpoint.strategy.values), sort_keys=True),
-            "privacy": json.dumps(checkpoint.privacy, sort_keys=True),
-            "model": "yes" if checkpoint.model is not None else "no",
-        },
-    )
+    meta = {
+        "medfed.checkpoint": _VERSION,
+        "round": str(checkpoint.round),
+        "strategy": json.dumps(dict(checkpoint.strategy.values), sort_keys=True),
+        "privacy": json.dumps(checkpoint.privacy, sort_keys=True),
+        "model": "yes" if checkpoint.model is not None else "no",
+    }
+    if checkpoint.harmonise is not None:  # absent otherwise (and in checkpoints of before)
+        meta["harmonise"] = json.dumps(harmonise_to_json(checkpoint.harmonise))
+    return params_to_bytes(Params(tensors), meta)
 
 
 def checkpoint_from_bytes(data: bytes, *, expected_sha256: str | None = None) -> RoundCheckpoint:
@@ -80,6 +83,8 @@ def checkpoint_from_bytes(data: bytes, *, expected_sha256: str | None = None) ->
         round_ = int(meta["round"])
         values = json.loads(meta["strategy"])
         privacy = json.loads(meta["privacy"])
+        given = meta.get("harmonise")
+        harmonise = None if given is None else harmonise_from_json(json.loads(given))
     except (KeyError, ValueError):
         raise SerializationError("a round checkpoint's metadata is damaged") from None
     if not isinstance(values, dict) or not all(
@@ -96,4 +101,5 @@ def checkpoint_from_bytes(data: bytes, *, expected_sha256: str | None = None) ->
         StrategyState(strategy, values),
         {k: float(v) for k, v in privacy.items()},
         model,
+        harmonise,
     )

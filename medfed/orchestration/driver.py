@@ -27,7 +27,7 @@ import numpy as np
 from medfed.config import UpdateBounds
 from medfed.errors import RoundFailed
 from medfed.math.aggregate import is_finite, l2_norm
-from medfed.messages import RoundSettings, SiteReport
+from medfed.messages import HarmoniseSettings, RoundSettings, SiteReport
 from medfed.orchestration.backends.base import Backend, Request
 from medfed.orchestration.checkpoint import RoundCheckpoint
 from medfed.orchestration.validate import Bounded, bound_updates, check_update
@@ -86,11 +86,15 @@ class RoundResult:
     strategy_state: StrategyState = field(default_factory=StrategyState)
     # the coordinator's privacy state after this round (the adaptive clip), ditto
     privacy_state: dict[str, float] = field(default_factory=dict)
+    # the harmonisation the sites were sent ([data] harmonise in a federation), ditto
+    harmonise: HarmoniseSettings | None = None
 
     @property
     def checkpoint(self) -> RoundCheckpoint:
         """What a restarted run needs besides the round's params to resume identically."""
-        return RoundCheckpoint(self.round, self.strategy_state, dict(self.privacy_state))
+        return RoundCheckpoint(
+            self.round, self.strategy_state, dict(self.privacy_state), harmonise=self.harmonise
+        )
 
     @property
     def train_summary(self) -> Metrics:
@@ -137,6 +141,9 @@ class RoundDriver:
         self.observers = list(observers)
         # the strategy's state: None until the first round (init_state), or set to resume
         self.strategy_state: StrategyState | None = None
+        # the federation's feature standardisation, sent with every TRAIN and EVALUATE (a
+        # federation's [data] harmonise; a simulation's sites are built harmonised instead)
+        self.harmonise: HarmoniseSettings | None = None
         self._round_key: tuple[tuple[int, int], int] = ((-1, -1), 0)
 
     def restore(self, checkpoint: RoundCheckpoint | None, *, rounds_done: int) -> None:
@@ -151,6 +158,8 @@ class RoundDriver:
                 f"round {rounds_done}"
             )
         self.strategy_state = None if checkpoint is None else checkpoint.strategy
+        if checkpoint is not None and checkpoint.harmonise is not None:
+            self.harmonise = checkpoint.harmonise
         if self.privacy is not None:
             state = {} if checkpoint is None else checkpoint.privacy
             self.privacy.restore(state, rounds_done=rounds_done)
@@ -167,6 +176,8 @@ class RoundDriver:
         if self._round_key[0] != key:  # one SeedSequence per round and operation
             self._round_key = (key, derive_seed(self.seed, _SITE, *key))
         seed = site_seed(self._round_key[1], site)
+        if self.harmonise is not None and operation in (Operation.TRAIN, Operation.EVALUATE):
+            settings = dataclasses.replace(settings, harmonise=self.harmonise)
         return Instruction(
             operation=operation,
             round=round,
@@ -320,6 +331,7 @@ class RoundDriver:
             reports=reports,
             strategy_state=outcome.state,
             privacy_state={} if self.privacy is None else self.privacy.state(),
+            harmonise=self.harmonise,
         )
 
     def evaluate(

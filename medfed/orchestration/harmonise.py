@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from medfed.data.base import SiteData
 from medfed.data.statistics import SiteQuery
+from medfed.messages import HarmoniseSettings
 from medfed.orchestration.backends.base import Backend
 from medfed.orchestration.secure_round import SecureAggregation
 from medfed.orchestration.statistics import StatsExchange
@@ -58,6 +59,19 @@ class Harmonisation:
                 n: {"mean": m, "sd": s} for n, m, s in zip(names, self.mean, self.sd, strict=True)
             },
         }
+
+    def settings(self) -> HarmoniseSettings:
+        """What a federation's sites are sent with every round (RoundSettings.harmonise)."""
+        if self.method == "none":
+            raise ValueError("no harmonisation to send")
+        return HarmoniseSettings(self.method, self.mean, self.sd, self.min_count)
+
+    @staticmethod
+    def from_settings(settings: HarmoniseSettings, features: tuple[str, ...] = ()) -> Harmonisation:
+        """A site's harmonisation from what its round's settings carry."""
+        return Harmonisation(
+            settings.method, settings.mean, settings.sd, settings.min_count, features
+        )
 
     def apply(self, data: SiteData) -> SiteData:
         """The site's data harmonised (its training and test records alike)."""
@@ -113,7 +127,12 @@ def learn_harmonisation(
     """One STATS exchange over the sites' training records: the federation's mean and sd
     (``standardise``: the pooled sd; ``combat``: the pooled within-site sd). A feature over
     fewer than ``min_count`` values, or constant, is left as it is (mean 0, sd 1)."""
-    exchange = StatsExchange(backend, secure, min_records=1, timeout=timeout, run="harmonise")
+    # a site with fewer training records than the minimum count declines (and is then only
+    # harmonised with the others' figures); the exchange is round 0, before training's first
+    # (a site's secure-aggregation keys are per round)
+    exchange = StatsExchange(
+        backend, secure, min_records=min_count, timeout=timeout, run="harmonise", round=-1
+    )
     query = SiteQuery(stage="moments", features=features, split="train", within=True)
     total = exchange(query).total
     mean, sd = [], []

@@ -226,6 +226,15 @@ class DatasetRegistry:
         """
         return self._load(self.get(name))
 
+    def load_raw(self, name: str) -> SiteData:
+        """The registered table's records as recorded — gaps kept as NaN, no site
+        standardising alone — for a job that harmonises its features with the federation's
+        figures (see :func:`medfed.data.files.load_data_file`)."""
+        entry = self.get(name)
+        if entry.manifest_sha256 is not None:
+            raise DataError(f"{name} is a data set of images; harmonisation is for tables")
+        return load_data_file(self.folder / f"{entry.name}.toml", raw=True).sites[0]
+
     def _load(self, entry: RegisteredDataset) -> ServedData:
         if entry.manifest_sha256 is not None:
             return self._load_images(entry)

@@ -15,6 +15,7 @@ import pytest
 from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import IntegrityError
 from medfed.federation.node.agent import NodeAgent, NodeSettings
+from medfed.federation.node.job_context import JobContext
 from medfed.federation.node.outbox import Outbox
 from medfed.federation.node.privacy import JobProtection, job_privacy
 from medfed.federation.transfer.client import ApiError, TransportError
@@ -107,9 +108,8 @@ def node(tmp_path: Path, client: StubClient) -> tuple[NodeAgent, list[int]]:
 
     runtime = SimpleNamespace(handle=handle)
     protection = JobProtection("job-1", job_privacy({}))  # no DP, no secure aggregation
-    agent._context = lambda job_id, announced: SimpleNamespace(  # type: ignore[method-assign]
-        runtime=runtime, protection=protection
-    )
+    context = JobContext("sha", runtime, protection)  # type: ignore[arg-type]  # its handle
+    agent._context = lambda job_id, announced: context  # type: ignore[method-assign]
     agent._global_model = lambda sha: delta()  # type: ignore[method-assign]
     return agent, trained
 

@@ -80,3 +80,12 @@ def test_a_checkpoint_of_another_round_or_kind_is_refused() -> None:
         d.restore(RoundCheckpoint(5, StrategyState()), rounds_done=2)
     with pytest.raises(SerializationError, match="not a round checkpoint"):
         checkpoint_from_bytes(params_to_bytes(sim.initial))
+
+
+def test_a_checkpoint_keeps_the_harmonisation_the_sites_were_sent() -> None:
+    from medfed.messages import HarmoniseSettings
+
+    h = HarmoniseSettings("standardise", (1.0, 2.0), (3.0, 4.0))
+    again = checkpoint_from_bytes(checkpoint_to_bytes(RoundCheckpoint(3, harmonise=h)))
+    assert again.harmonise == h and again.round == 3
+    assert checkpoint_from_bytes(checkpoint_to_bytes(RoundCheckpoint(1))).harmonise is None

@@ -97,12 +97,12 @@ def test_images_are_refused() -> None:
         Simulation(_config("synthetic-imaging", "standardise", rounds=1))
 
 
-def test_dp_and_a_federation_are_refused_with_the_reason() -> None:
+def test_dp_is_refused_with_the_reason() -> None:
     config = _config("breast-cancer", "standardise", privacy={"dp": "client"})
     assert any("not covered by the run's ε" in p for p in run_problems(config, "simulation"))
+    assert any("not covered by the run's ε" in p for p in run_problems(config, "federation"))
     plain = _config("breast-cancer", "combat")
-    assert run_problems(plain, "simulation") == []
-    assert any("simulations only" in p for p in run_problems(plain, "federation"))
+    assert run_problems(plain, "simulation") == run_problems(plain, "federation") == []
     with pytest.raises(ConfigError, match=r"data\.harmonise must be one of"):
         config_from_dict({"data": {"harmonise": "zscore"}})
 

@@ -194,6 +194,12 @@ class JobConfig:
 
     def __post_init__(self) -> None:
         problems = _spec_problems(self.data_spec)
+        shape = self.data_spec.get("input_shape")
+        if self.run.data.harmonise != "none" and isinstance(shape, list) and len(shape) != 1:
+            problems.append(
+                f"data.harmonise is for tables of features; this job's input is {shape} "
+                '(images): set it to "none"'
+            )
         try:
             run = check_run(self.run, "federation")
         except ConfigError as exc:

@@ -19,7 +19,7 @@ from medfed.federation.coordinator.remote_backend import JobCancelled, RemoteBac
 from medfed.federation.coordinator.stats_job import is_stats_job, run_stats_job
 from medfed.federation.coordinator.store import Store
 from medfed.federation.identity.certificates import CertificateBook, identity_verifier
-from medfed.messages import report_to_json
+from medfed.messages import HarmoniseSettings, report_to_json
 from medfed.orchestration.assembly import assemble_driver
 from medfed.orchestration.checkpoint import (
     RoundCheckpoint,
@@ -102,7 +102,14 @@ class JobRunner(threading.Thread):
             run_name=self.job_id,
         )
         # a resumed job: the strategy's and the accountant's state as they were
-        driver.restore(self._checkpoint(job.rounds_done), rounds_done=job.rounds_done)
+        checkpoint = self._checkpoint(job.rounds_done)
+        driver.restore(checkpoint, rounds_done=job.rounds_done)
+        if run.data.harmonise != "none" and driver.harmonise is None:
+            # before round 1 (or resumed before its checkpoint held one): learnt now, then
+            # kept with every round's checkpoint, so a restart trains with the same figures
+            driver.harmonise = learn_job_harmonisation(
+                run, JobConfig.from_json(job.config).data_spec, backend, secure
+            )
         for r in range(job.rounds_done + 1, run.rounds + 1):
             if r > job.rounds_done + 1:
                 backend.wait_for_sites(run.strategy.min_sites)
@@ -125,6 +132,30 @@ class JobRunner(threading.Thread):
         if sha is None:
             return None  # a round recorded before checkpoints held state
         return checkpoint_from_bytes(self.blobs.path(sha).read_bytes(), expected_sha256=sha)
+
+
+def learn_job_harmonisation(
+    run: Any, data_spec: dict[str, Any], backend: RemoteBackend, secure: Any
+) -> HarmoniseSettings:
+    """One statistics exchange over the approved sites' training records (under secure
+    aggregation when the job has it): the federation's figures every site is sent."""
+    from medfed.orchestration.harmonise import learn_harmonisation
+
+    names = data_spec.get("feature_names")
+    if not names:
+        size = 1
+        for n in data_spec.get("input_shape", [1]):
+            size *= int(n)
+        names = [f"x{i}" for i in range(size)]
+    learnt = learn_harmonisation(
+        backend,
+        run.data.harmonise,
+        features=tuple(str(n) for n in names),
+        secure=secure,
+        timeout=run.round_timeout,
+    )
+    log.info("harmonisation learnt over %d features", len(learnt.mean))
+    return learnt.settings()
 
 
 class JobRounds:

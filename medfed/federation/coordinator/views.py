@@ -28,6 +28,8 @@ def jobs_for_site(store: Store, site: str) -> list[dict[str, Any]]:
                 "privacy": job.config.get("privacy", {}),
                 "rounds": job.config.get("rounds"),
                 "min_sites": _min_sites(job.config),
+                # [data] harmonise: the job asks the site's feature moments before training
+                "harmonise": (job.config.get("data") or {}).get("harmonise", "none"),
                 **stats_announcement(job.config),  # a statistics job: its query
             }
         )

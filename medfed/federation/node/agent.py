@@ -94,6 +94,9 @@ class NodeAgent:
     kit: Kit | None = None  # the site's kit: its identity key signs secure aggregation
     contract_sha256: str | None = None  # the data contract the served data set is under
     data_problem: str | None = None  # how the served data fail that contract (jobs declined)
+    # the records as recorded (gaps kept, no standardising alone) for a job that harmonises;
+    # None: ``data`` as it is (a bundled data set)
+    raw_data: Callable[[], SiteData] | None = None
     _jobs: dict[str, JobContext] = field(default_factory=dict)
     # DP jobs approved here: their budget reserved before any task (see _afford), or declined
     _reserved: dict[str, JobProtection] = field(default_factory=dict)
@@ -284,6 +287,8 @@ class NodeAgent:
         }
         if is_statistics(job):  # a statistics job: the approval covers its query too
             terms.update(kind=job.get("kind"), statistics=job.get("statistics"))
+        if job.get("harmonise", "none") != "none":  # a term only when asked (approvals stay)
+            terms["harmonise"] = job.get("harmonise")
         return terms
 
     def _afford(self, job_id: str, job: dict[str, Any]) -> str:
@@ -368,6 +373,7 @@ class NodeAgent:
                 code_path=path,
                 require=self.settings.require,
                 say=self._say,
+                raw_data=self.raw_data,
                 **common,
             )
         self._reserved.pop(job_id, None)  # reserved at approval: this context now holds it
@@ -491,11 +497,10 @@ class NodeAgent:
                 # refuses sends nothing
                 cost = ctx.protection.charge(round_)
             self._say(f"{job_id} round {round_}: {operation}…")
-            check = getattr(ctx, "check", None)  # a statistics job: only the approved query
-            if check is not None:
-                check(instruction)
+            # only what was approved (a statistics job's query, a harmonisation's exchange)
+            runtime = ctx.runtime_for(instruction)
             # the site's state is kept per job this node runs, whatever the coordinator calls it
-            reply = ctx.runtime.handle(dataclasses.replace(instruction, run=job_id))
+            reply = runtime.handle(dataclasses.replace(instruction, run=job_id))
             problem = _not_finite(reply)
             if problem is not None:  # the coordinator could not record it: a failure instead
                 raise NotFinite(problem)

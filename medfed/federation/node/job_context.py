@@ -16,6 +16,7 @@ from typing import Any
 from medfed.config import TrainSettings
 from medfed.data.base import DataSpec, SiteData, TaskKind
 from medfed.errors import UsageError
+from medfed.federation.node.harmonise import NodeHarmonise, node_harmonise
 from medfed.federation.node.privacy import JobProtection, check_required, job_privacy, protect_job
 from medfed.federation.node.site_app import job_site_app
 from medfed.records import Instruction
@@ -32,6 +33,17 @@ class JobContext:
     protection: JobProtection
     # checks an instruction against what was approved before the runtime answers it
     check: Callable[[Instruction], None] | None = None
+    # a job with [data] harmonise: its one statistics exchange, then harmonised training
+    harmonise: NodeHarmonise | None = None
+
+    def runtime_for(self, instruction: Instruction) -> SiteRuntime:
+        """The runtime that answers ``instruction`` (checked against the approval first)."""
+        if self.check is not None:
+            self.check(instruction)
+        if self.harmonise is None:
+            return self.runtime
+        self.harmonise.check(instruction)
+        return self.harmonise.runtime(instruction, self.runtime)
 
 
 def spec_from_json(raw: dict[str, Any]) -> DataSpec:
@@ -59,8 +71,13 @@ def training_context(
     require: frozenset[str],
     identity_key: Any,
     say: Callable[[str], None],
+    raw_data: Callable[[], SiteData] | None = None,
 ) -> JobContext:
-    """The approved task file at ``code_path`` as this site's app for ``job_id``."""
+    """The approved task file at ``code_path`` as this site's app for ``job_id``.
+
+    ``raw_data``: the site's records as recorded (gaps kept, no standardising alone), for a
+    job that harmonises; None: ``data`` as it is.
+    """
     from medfed.site.task_loading import load_task
 
     task = load_task(f"{code_path}:task")
@@ -68,15 +85,27 @@ def training_context(
     # then a DP job reserves its rounds on this data set's budget, or is refused
     privacy = job_privacy(announced.get("privacy"))
     check_required(require, privacy)
-    app = job_site_app(
-        task,
-        data,
-        spec,
-        TrainSettings(**announced.get("train", {})),
-        privacy,
-        rounds=int(announced.get("rounds") or 1),
-        state=DirectoryStateStore(state_dir / "site-state"),
-    )
+    method = str(announced.get("harmonise") or "none")
+    if method != "none" and privacy.dp != "none":
+        raise UsageError(
+            "this job harmonises with DP; the harmonisation's figures are not covered by its "
+            "ε, so the node refuses it"
+        )
+    if method != "none":
+        data = data if raw_data is None else raw_data()
+
+    def make_app(records: SiteData) -> Any:
+        return job_site_app(
+            task,
+            records,
+            spec,
+            TrainSettings(**announced.get("train", {})),
+            privacy,
+            rounds=int(announced.get("rounds") or 1),
+            state=DirectoryStateStore(state_dir / "site-state"),
+        )
+
+    app = make_app(data)
     protection = protect_job(
         job_id,
         announced,
@@ -101,4 +130,17 @@ def training_context(
             "and sampling from OS-seeded generators; Opacus's secure_mode is not used)"
         )
     runtime = SiteRuntime(site, app, dp=protection.dp, secure=protection.secure)
-    return JobContext(sha, runtime, protection)
+    if method == "none":
+        return JobContext(sha, runtime, protection)
+    harmonise = node_harmonise(
+        method,
+        raw=data,
+        spec=spec,
+        announced_features=(announced.get("data_spec") or {}).get("feature_names"),
+        make_runtime=lambda records: SiteRuntime(
+            site, make_app(records), dp=protection.dp, secure=protection.secure
+        ),
+    )
+    runtime.stats = harmonise.source()  # answers the one approved exchange
+    say(f"{job_id}: features harmonised with the federation's figures ({method})")
+    return JobContext(sha, runtime, protection, harmonise=harmonise)

@@ -56,6 +56,12 @@ def masked_problem(delta: Params, num_values: int) -> str | None:
     return None
 
 
+def harmonises(config: Any) -> bool:
+    """A training job with ``[data] harmonise``: one statistics exchange before round 1."""
+    data = config.get("data") if isinstance(config, dict) else None
+    return isinstance(data, dict) and data.get("harmonise", "none") != "none"
+
+
 def sums_problem(delta: Params) -> str | None:
     """Why ``delta`` is not a site's statistics sums (1-D float64 blocks, finite, bounded)."""
     total = 0
@@ -89,12 +95,18 @@ def update_problem(
             if is_stats_job(job.config)
             else open_params(blobs.path(job.initial_sha256))[0].num_values
         )
+        if harmonises(job.config):  # its harmonisation exchange's digits, too
+            num_values = max(num_values, MAX_STATS_VALUES)
         problem = masked_problem(delta, num_values)
         return None if problem is None else (422, f"reply refused: {problem}")
     if operation == Operation.STATS.value and parsed.ok and delta is not None:
         job = store.job(task.job_id)
-        if job is None or not is_stats_job(job.config) or job_is_secure(job.config):
-            return 400, "only a statistics job's reply in the clear carries its sums"
+        asks = job is not None and (is_stats_job(job.config) or harmonises(job.config))
+        if job is None or not asks or job_is_secure(job.config):
+            return 400, (
+                "only a statistics job's (or a harmonising job's) reply in the clear carries "
+                "its sums"
+            )
         problem = sums_problem(delta)
         return None if problem is None else (422, f"reply refused: {problem}")
     train = parsed.ok and operation == Operation.TRAIN.value
