@@ -1,13 +1,18 @@
-"""``medfed data quality``: the data-quality report across sites of a simulated federation.
+"""``medfed data quality``: the data-quality report across sites — of a simulated
+federation, or (``--kit``) of the real one as a statistics job.
 
 The command only parses and shows; the report is made in :mod:`medfed.orchestration.quality`
-from federated statistics (released, thresholded figures only).
+from federated statistics (released, thresholded figures only). At a federation the job's
+query is :func:`~medfed.orchestration.quality.quality_query`'s, submitted like any statistics
+job (:mod:`medfed.cli.stats_job`): each data steward approves exactly that query, and the
+coordinator keeps only its released figures, from which the report is made here.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich import box
@@ -17,6 +22,12 @@ from medfed.cli.console import out, text
 from medfed.cli.simulate import DATA_OPTIONS
 
 __all__ = ["quality", "show_report"]
+
+SERVED_DATA_NOTE = (
+    "the sites answered from their data sets as their nodes serve them for training (a "
+    "bundled data set as its loader prepares it, a registered table with its missing values "
+    "filled): missingness and ranges are those of the served data"
+)
 
 
 def show_report(report: object) -> None:
@@ -66,9 +77,86 @@ def show_report(report: object) -> None:
         out.print(f"[dim]{text(note)}[/]")
 
 
+def _spec(data: str | None, contract: Path | None, options: dict[str, Any]) -> Any:
+    """The sites' data shape, from the contract or a bundled data set's public description."""
+    from medfed.errors import ConfigError, DataError
+
+    if contract is not None:
+        from medfed.data.image_contract import read_any_contract
+
+        return read_any_contract(contract).spec()
+    if data is None:
+        raise ConfigError(
+            "say which data set the sites serve: --data NAME (and --contract FILE for a "
+            "registered data set)"
+        )
+    from medfed.data import load_dataset
+
+    try:
+        return load_dataset(data, options=options).spec
+    except DataError:
+        raise ConfigError(
+            f"{data!r} is not a bundled data set: give the data contract the sites' data set "
+            "is under, --contract FILE"
+        ) from None
+
+
+def _federation_report(
+    kit: Path,
+    job_id: str | None,
+    *,
+    data: str | None,
+    contract: Path | None,
+    features: tuple[str, ...],
+    min_count: int,
+    secure: bool,
+    min_sites: int,
+    round_timeout: float,
+    name: str | None,
+    wait: bool,
+    options: dict[str, Any],
+    thresholds: Any,
+    insecure: bool,
+) -> Any:
+    """The report of a quality job (submitted now, or ``job_id``); None before its result."""
+    import dataclasses
+
+    from medfed.cli import stats_job
+    from medfed.data.statistics.table import feature_names
+    from medfed.errors import ConfigError
+    from medfed.orchestration.quality import quality_from_result, quality_query, quality_spec
+
+    if job_id is not None:
+        _, result = stats_job.fetch_job(kit, job_id, wait=wait, insecure=insecure)
+        if result is None:
+            return None
+        spec, names = quality_spec(result.query)
+    else:
+        spec = _spec(data, contract, options)
+        available = feature_names(spec)
+        unknown = [f for f in features if f not in available]
+        if unknown:
+            raise ConfigError(
+                f"no feature {', '.join(map(repr, unknown))} in the data set; its features: "
+                + ", ".join(available)
+            )
+        names = tuple(features) or available
+        query = quality_query(spec, names, min_count=min_count)
+        _, result = stats_job.submit(
+            kit, query, data=data, contract=contract, secure=secure, min_sites=min_sites,
+            round_timeout=round_timeout, name=name or "quality", wait=wait, options=options,
+            insecure=insecure, follow_up="medfed data quality",
+        )  # fmt: skip
+        if result is None:
+            return None
+    report = quality_from_result(result, spec, names, thresholds=thresholds)
+    return dataclasses.replace(report, notes=(*report.notes, SERVED_DATA_NOTE))
+
+
 @click.command("quality")
-@click.option("--data", "data_name", default="breast-cancer", show_default=True,
-              help="A bundled data set's name or a data set file (.toml).")  # fmt: skip
+@click.option("--data", "data_name", default=None,
+              help="A bundled data set's name or a data set file (.toml) [breast-cancer]; "
+                   "with --kit: the data set the sites serve.")  # fmt: skip
 @click.option("--sites", type=int, default=None, help="Number of sites (where the data allow).")
 @DATA_OPTIONS
 @click.option("--feature", "features", multiple=True, help="A feature (repeatable; none: all).")
@@ -87,6 +175,21 @@ def show_report(report: object) -> None:
               help="Also write the report as JSON here.")  # fmt: skip
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the report as Markdown here.")  # fmt: skip
+@click.option("--kit", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Your researcher kit: ask the real federation (a statistics job).")  # fmt: skip
+@click.option("--job", "job_id", default=None,
+              help="Show the report of this quality job (with --kit).")  # fmt: skip
+@click.option("--contract", "contract_path", default=None,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Federation: the data contract the sites' data set is under.")  # fmt: skip
+@click.option("--min-sites", type=int, default=2, show_default=True,
+              help="Federation: sites that must approve before the query runs.")  # fmt: skip
+@click.option("--round-timeout", type=float, default=600.0, show_default=True,
+              help="Federation: seconds an exchange waits for the sites.")  # fmt: skip
+@click.option("--name", default=None, help="Federation: a name for the job [quality].")
+@click.option("--wait/--no-wait", default=False,
+              help="Federation: wait for the result and show the report.")  # fmt: skip
+@click.option("--insecure", is_flag=True, hidden=True)
 def quality(
     data_name: str,
     sites: int | None,
@@ -100,14 +203,24 @@ def quality(
     seed: int,
     json_out: str | None,
     md_out: str | None,
+    kit: Path | None,
+    job_id: str | None,
+    contract_path: Path | None,
+    min_sites: int,
+    round_timeout: float,
+    name: str | None,
+    wait: bool,
+    insecure: bool,
 ) -> None:
     """Data quality across the sites of a simulated federation: per site and feature the
     missingness, ranges (quantiles), the outcome's prevalence and the shift from the
     federation (SMD, PSI), with flags. Only released figures (small counts suppressed).
 
     \b
-    Example:
+    Examples:
       medfed data quality --data synthetic-ehr --option covariate_shift=1 --json quality.json
+      medfed data quality --kit KIT --data bc --contract bc.contract.toml --wait
+      medfed data quality --kit KIT --job job-1234abcd --markdown quality.md
     """
     from medfed.cli.simulate import parse_options
     from medfed.config import DataConfig
@@ -118,11 +231,28 @@ def quality(
 
     if min(max_smd, max_missing, max_psi) < 0:
         raise ConfigError("--max-smd, --max-missing and --max-psi must be 0 or more")
-    data = DataConfig(name=data_name, sites=sites, options=parse_options(options))
-    report = simulate_quality(
-        data, seed=seed, features=features, secure_aggregation=secure, min_count=min_count,
-        thresholds=QualityThresholds(smd=max_smd, missing=max_missing, psi=max_psi),
-    )  # fmt: skip
+    thresholds = QualityThresholds(smd=max_smd, missing=max_missing, psi=max_psi)
+    if kit is None and (job_id is not None or contract_path is not None):
+        raise ConfigError("--job and --contract ask a federation: give your researcher kit, --kit")
+    if kit is not None:
+        if sites is not None:
+            raise ConfigError("--sites is for a simulation; a federation's sites are its nodes")
+        report = _federation_report(
+            kit, job_id, data=data_name, contract=contract_path, features=features,
+            min_count=min_count, secure=secure, min_sites=min_sites, round_timeout=round_timeout,
+            name=name, wait=wait, options=parse_options(options), thresholds=thresholds,
+            insecure=insecure,
+        )  # fmt: skip
+        if report is None:
+            return
+    else:
+        data = DataConfig(
+            name=data_name or "breast-cancer", sites=sites, options=parse_options(options)
+        )
+        report = simulate_quality(
+            data, seed=seed, features=features, secure_aggregation=secure, min_count=min_count,
+            thresholds=thresholds,
+        )  # fmt: skip
     show_report(report)
     if json_out is not None:
         Path(json_out).write_text(json.dumps(report.to_json(), indent=2) + "\n")

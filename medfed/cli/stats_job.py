@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fetch_result", "result_of_view", "submit"]
+__all__ = ["fetch_job", "fetch_result", "result_of_view", "submit"]
 
 
 def _features(
@@ -50,8 +50,10 @@ def submit(
     wait: bool,
     options: dict[str, Any],
     insecure: bool = False,
+    follow_up: str = "medfed stats",
 ) -> tuple[str, Any]:
-    """Submit ``query`` as a statistics job; its id, and its result when ``wait``."""
+    """Submit ``query`` as a statistics job; its id, and its result when ``wait``
+    (``follow_up``: the command that shows it later, with ``--kit KIT --job ID``)."""
     from medfed.cli.console import out, text
     from medfed.cli.remote import client
     from medfed.data.statistics.codec import query_to_json
@@ -97,7 +99,7 @@ def submit(
     out.print(
         f"submitted statistics job [bold]{text(job_id)}[/] (query sha256 {text(bundle)}); each "
         "site's data steward sees the query with `medfed node pending` (and what would leave "
-        f"with `medfed node inspect`); then: medfed stats --kit KIT --job {text(job_id)}",
+        f"with `medfed node inspect`); then: {follow_up} --kit KIT --job {text(job_id)}",
         soft_wrap=True,
     )
     return job_id, (fetch_result(kit, job_id, wait=True, insecure=insecure) if wait else None)
@@ -119,6 +121,13 @@ def result_of_view(view: dict[str, Any]) -> Any:
 
 def fetch_result(kit: Path, job_id: str, *, wait: bool, insecure: bool = False) -> Any:
     """The job's released result; waits for it with ``wait``, else says where the job is."""
+    return fetch_job(kit, job_id, wait=wait, insecure=insecure)[1]
+
+
+def fetch_job(
+    kit: Path, job_id: str, *, wait: bool, insecure: bool = False
+) -> tuple[dict[str, Any], Any]:
+    """The job's view and its released result (None, said, while it runs)."""
     from medfed.cli.console import out, text
     from medfed.cli.remote import client
     from medfed.errors import UsageError
@@ -130,7 +139,7 @@ def fetch_result(kit: Path, job_id: str, *, wait: bool, insecure: bool = False) 
             view = c.get_json(f"/v1/jobs/{job_id}")
     result = result_of_view(view)
     if result is not None:
-        return result
+        return view, result
     status = str(view.get("status"))
     if status == "running":
         waiting = [s for s in view.get("pending_sites", []) if view["sites"].get(s) != "rejected"]
@@ -139,5 +148,5 @@ def fetch_result(kit: Path, job_id: str, *, wait: bool, insecure: bool = False) 
             + (f" (waiting for approval at: {text(', '.join(waiting))})" if waiting else ""),
             soft_wrap=True,
         )
-        return None
+        return view, None
     raise UsageError(f"{job_id} ended as {status} without a result: {view.get('error') or ''}")

@@ -46,6 +46,7 @@ from medfed.data.statistics import (
     outcome_names,
 )
 from medfed.data.statistics.table import feature_names
+from medfed.errors import ConfigError
 from medfed.orchestration.backends.base import Backend
 from medfed.orchestration.secure_round import SecureAggregation
 from medfed.orchestration.statistics import run_statistics
@@ -60,7 +61,9 @@ __all__ = [
     "QualityThresholds",
     "RowQuality",
     "quality_from_result",
+    "quality_query",
     "quality_report",
+    "quality_spec",
 ]
 
 QUANTILES = (0.05, 0.5, 0.95)
@@ -370,6 +373,37 @@ def quality_query(
         min_count=min_count,
         per_site=True,
     )
+
+
+def quality_spec(query: StatsQuery) -> tuple[DataSpec, tuple[str, ...]]:
+    """The data shape and features a report's query was made for (what a statistics job
+    stores is the query; ConfigError when it is not the query of :func:`quality_query`).
+
+    The shape is the one the query tells: a two-class label reads as binary (a multiclass
+    data set of two classes would report its kind as binary)."""
+    names = query.features
+    if len(names) >= 2 and names[-2].startswith("event") and names[-1].startswith("follow-up"):
+        kind, features = TaskKind.SURVIVAL, names[:-2]
+        n_classes = 2
+    elif names and names[-1].startswith("label"):
+        features = names[:-1]
+        edges = query.edges.get(names[-1])
+        n_classes = 2 if edges is None else len(edges) + 1
+        if edges is None:
+            kind = TaskKind.REGRESSION
+        else:
+            kind = TaskKind.BINARY if n_classes == 2 else TaskKind.MULTICLASS
+    else:
+        kind, features, n_classes = TaskKind.SEGMENTATION, names, 2
+    spec = None
+    if kind is not TaskKind.SEGMENTATION and features:
+        spec = DataSpec(kind, (len(features),), n_classes=n_classes, feature_names=features)
+    if spec is None or quality_query(spec, features, min_count=query.min_count) != query:
+        raise ConfigError(
+            "that job's query is not a data-quality report's; see its figures with "
+            "medfed stats --kit KIT --job ID"
+        )
+    return spec, tuple(features)
 
 
 def quality_report(
