@@ -26,19 +26,32 @@ def _ok(proc) -> str:
     return proc.stdout
 
 
-def _simulated(sites: list[str]) -> dict:
+def _simulated(sites: list[str], *, secure: bool = False) -> dict:
     """`simulate_quality`'s report over ``sites`` of the bundled data set (the nodes' shares),
     without the note on bundled data the simulation adds."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     from medfed.config import DataConfig
     from medfed.orchestration.backends.inprocess import InProcessBackend
     from medfed.orchestration.quality import quality_report
     from medfed.orchestration.quality_simulation import QualitySites, quality_dataset
+    from medfed.orchestration.secure_round import SecureAggregation
+    from medfed.secagg import ed25519_verifier
 
     data = DataConfig(name="breast-cancer")
     spec = quality_dataset(data).spec
-    backend = InProcessBackend(QualitySites(data=data, seed=0, names=sites))
+    factory = QualitySites(data=data, seed=0, names=sites)
+    protection = None
+    if secure:
+        factory.keys = {s: ed25519.Ed25519PrivateKey.generate().private_bytes_raw() for s in sites}
+        public = {
+            s: ed25519.Ed25519PrivateKey.from_private_bytes(k).public_key()
+            for s, k in factory.keys.items()
+        }
+        protection = SecureAggregation(job="quality", verify_identity=ed25519_verifier(public))
+    backend = InProcessBackend(factory)
     try:
-        return quality_report(backend, spec, features=FEATURES).to_json()
+        return quality_report(backend, spec, features=FEATURES, secure=protection).to_json()
     finally:
         backend.close()
 
@@ -94,6 +107,32 @@ def test_a_quality_job_gives_the_simulations_report(federation: Federation, tmp_
     # a user's mistake is one line
     bad = medfed("data", "quality", "--kit", bob, "--data", "breast-cancer", "--feature", "nope")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "'nope'" in bad.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_secure_quality_job_gives_the_simulations_federation_only_report(
+    federation: Federation, tmp_path: Path
+) -> None:
+    fed = federation
+    fed.start_coordinator()
+    sites = ["academic-centre", "community-north"]
+    for site in sites:
+        fed.start_node(site, "--auto-approve")
+    out = tmp_path / "quality.json"
+    shown = _ok(
+        medfed(
+            "data", "quality", "--kit", str(fed.kit("researchers", "bob")),
+            "--data", "breast-cancer", *(a for f in FEATURES for a in ("--feature", f)),
+            "--secure", "--min-sites", "2", "--round-timeout", "120", "--wait",
+            "--json", str(out),
+            timeout=300,
+        )
+    )  # fmt: skip
+    got = json.loads(out.read_text())
+    assert {**got, "notes": got["notes"][:-1]} == _simulated(sites, secure=True)
+    assert got["secure_aggregation"] is True and got["sites"] == {}
+    assert "site academic-centre" not in shown and "secure aggregation" in shown
 
 
 def test_a_quality_query_tells_its_data_shape_and_no_other_query_passes() -> None:
