@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from medfed.cli.simulate import STRATEGY_OPTIONS
+
 _KIT = click.option(
     "--kit",
     type=click.Path(file_okay=False, path_type=Path),
@@ -54,6 +56,7 @@ def job() -> None:
 )
 @click.option("--rounds", type=int, default=None, help="Rounds [10].")
 @click.option("--strategy", default=None, help="Aggregation strategy [fedavg].")
+@STRATEGY_OPTIONS
 @click.option(
     "--min-sites",
     type=int,

@@ -47,6 +47,7 @@ def _register() -> None:
         provision,
         simulate,
         stats,
+        strategy,
     )
     from medfed.cli.audit import audit as audit_group
     from medfed.cli.privacy import privacy as privacy_group
@@ -54,6 +55,7 @@ def _register() -> None:
     cli.add_command(simulate.demo)
     cli.add_command(simulate.simulate)
     cli.add_command(stats.stats)
+    cli.add_command(strategy.strategy)
     data.data.add_command(data_contract.contract)
     cli.add_command(data.data)
     cli.add_command(provision.provision)

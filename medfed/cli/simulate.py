@@ -25,6 +25,16 @@ DATA_OPTIONS = click.option(
 )
 """``--option KEY=VALUE``: a data set's own knobs (`medfed simulate`, `medfed data export`)."""
 
+STRATEGY_OPTIONS = click.option(
+    "--strategy-option",
+    "strategy_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A strategy's option, e.g. --strategy-option mu=0.1 (repeatable; see `medfed "
+    "strategy list`).",
+)
+"""``--strategy-option KEY=VALUE`` (`medfed simulate`, `medfed job submit`)."""
+
 
 def _demo_config(out: str, rounds: int | None, backend: str | None) -> RunConfig:
     from medfed.config import config_from_dict
@@ -94,6 +104,7 @@ def demo(out: str, rounds: int | None, backend: str | None) -> None:
     "--seed", type=int, default=None, help="Seed: the same seed repeats a run bit for bit."
 )
 @click.option("--strategy", default=None, help="Aggregation strategy [fedavg].")
+@STRATEGY_OPTIONS
 @click.option("--fraction", type=float, default=None, help="Share of sites sampled each round.")
 @click.option(
     "--min-sites", type=int, default=None, help="Fewest valid updates for a round to count."
@@ -157,7 +168,7 @@ def simulate(
       medfed simulate --resume runs/breast-cancer-20261207-101500
     """
     if resume is not None:
-        given = [k for k, v in flags.items() if v is not None]
+        given = [k for k, v in flags.items() if v is not None and v != ()]
         if config_path is not None or options or overwrite or given:
             from medfed.errors import UsageError
 
@@ -223,17 +234,23 @@ def run_config_from_flags(
     config = load_config(config_path) if config_path else RunConfig()
     data_options = {**config.data.options, **parse_options(options)}
     flags = dict(flags)
+    strategy_options = tuple(flags.pop("strategy_options", None) or ())
     if flags.get("dp") not in (None, "none") and flags.get("secagg") is None:
         flags["secagg"] = True  # DP's noise is split across sites under secure aggregation
     changes = {_FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
     if options:
         changes["data.options"] = data_options
+    if strategy_options:
+        given = parse_options(strategy_options, flag="--strategy-option")
+        changes["strategy.options"] = {**config.strategy.options, **given}
     config = config.with_overrides(**changes)
     refuse_dp_flags_without_dp(config.privacy.dp, {k: flags.get(k) for k in _DP_ONLY})
     return config
 
 
-def parse_options(options: tuple[str, ...]) -> dict[str, bool | int | float | str]:
+def parse_options(
+    options: tuple[str, ...], *, flag: str = "--option"
+) -> dict[str, bool | int | float | str]:
     """``--option KEY=VALUE`` flags as a dict; values are parsed (true, 3, 0.5, text)."""
     from medfed.errors import ConfigError
 
@@ -241,7 +258,7 @@ def parse_options(options: tuple[str, ...]) -> dict[str, bool | int | float | st
     for item in options:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--option takes KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}")
         parsed[key.strip()] = _parse_scalar(value.strip())
     return parsed
 

@@ -18,6 +18,7 @@ from medfed.strategies.base import (
 )
 from medfed.strategies.fedavg import FedAvg
 from medfed.strategies.fedopt import FedAdagrad, FedAdam, FedYogi
+from medfed.strategies.fedprox import FedAvgM, FedProx
 
 __all__ = [
     "STRATEGIES",
@@ -26,6 +27,8 @@ __all__ = [
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
+    "FedAvgM",
+    "FedProx",
     "FedYogi",
     "SecureSum",
     "SitePlan",
@@ -38,7 +41,7 @@ __all__ = [
 ]
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (FedAvg, FedAdam, FedYogi, FedAdagrad)
+    cls.name: cls for cls in (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad)
 }
 
 

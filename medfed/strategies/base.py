@@ -161,6 +161,8 @@ class Strategy(ABC):
 
     name: str = "strategy"
     needs: ClassVar[Needs] = "sum"
+    # each option a run file's [strategy] options (or --strategy-option) may set: what it is
+    parameters: ClassVar[dict[str, str]] = {}
 
     def __init__(self, *, fraction: float = 1.0, min_sites: int = 1) -> None:
         if not 0 < fraction <= 1:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -70,9 +70,10 @@ Step = Callable[[Params, "Params | None", StrategyState], Aggregate]
 
 
 class FedAvg(Strategy):
-    """Weighted by each site's number of training examples; ``server_lr`` scales the step."""
+    """The mean of the updates weighted by each site's training examples (McMahan et al. 2017)."""
 
     name = "fedavg"
+    parameters: ClassVar[dict[str, str]] = {"server_lr": "server step size [1.0]"}
 
     def __init__(
         self, *, fraction: float = 1.0, min_sites: int = 1, server_lr: float = 1.0

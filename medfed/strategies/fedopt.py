@@ -38,6 +38,12 @@ class FedOpt(Strategy):
 
     name = "fedopt"
     variant: ClassVar[Variant] = "adam"
+    parameters: ClassVar[dict[str, str]] = {
+        "server_lr": "server step size η [0.01]",
+        "beta1": "first-moment decay β₁ in [0, 1) [0.9]",
+        "beta2": "second-moment decay β₂ in [0, 1) [0.99] (FedAdagrad: unused)",
+        "tau": "adaptivity τ > 0 [1e-3]",
+    }
 
     def __init__(
         self,
@@ -103,15 +109,21 @@ class FedOpt(Strategy):
 
 
 class FedAdam(FedOpt):
+    """Adam on the server over the round's mean delta (Reddi et al. 2021)."""
+
     name = "fedadam"
     variant = "adam"
 
 
 class FedYogi(FedOpt):
+    """Yogi on the server: a second moment that grows more cautiously than Adam's."""
+
     name = "fedyogi"
     variant = "yogi"
 
 
 class FedAdagrad(FedOpt):
+    """Adagrad on the server: the squared deltas summed over rounds."""
+
     name = "fedadagrad"
     variant = "adagrad"
