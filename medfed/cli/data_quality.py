@@ -25,8 +25,9 @@ __all__ = ["quality", "show_report"]
 
 SERVED_DATA_NOTE = (
     "the sites answered from their data sets as their nodes serve them for training (a "
-    "bundled data set as its loader prepares it, a registered table with its missing values "
-    "filled): missingness and ranges are those of the served data"
+    "bundled data set as its loader prepares it; a registered table with its missing values "
+    "filled with the site's training mean, standardised if its data set file says so): "
+    "missingness and ranges are those of the served data"
 )
 
 
@@ -133,6 +134,10 @@ def _federation_report(
         spec, names = quality_spec(result.query)
     else:
         spec = _spec(data, contract, options)
+        if len(spec.input_shape) != 1:
+            raise ConfigError(
+                "the data-quality report is for tables; this data set's records are images"
+            )
         available = feature_names(spec)
         unknown = [f for f in features if f not in available]
         if unknown:

@@ -26,32 +26,19 @@ def _ok(proc) -> str:
     return proc.stdout
 
 
-def _simulated(sites: list[str], *, secure: bool = False) -> dict:
+def _simulated(sites: list[str]) -> dict:
     """`simulate_quality`'s report over ``sites`` of the bundled data set (the nodes' shares),
     without the note on bundled data the simulation adds."""
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
     from medfed.config import DataConfig
     from medfed.orchestration.backends.inprocess import InProcessBackend
     from medfed.orchestration.quality import quality_report
     from medfed.orchestration.quality_simulation import QualitySites, quality_dataset
-    from medfed.orchestration.secure_round import SecureAggregation
-    from medfed.secagg import ed25519_verifier
 
     data = DataConfig(name="breast-cancer")
     spec = quality_dataset(data).spec
-    factory = QualitySites(data=data, seed=0, names=sites)
-    protection = None
-    if secure:
-        factory.keys = {s: ed25519.Ed25519PrivateKey.generate().private_bytes_raw() for s in sites}
-        public = {
-            s: ed25519.Ed25519PrivateKey.from_private_bytes(k).public_key()
-            for s, k in factory.keys.items()
-        }
-        protection = SecureAggregation(job="quality", verify_identity=ed25519_verifier(public))
-    backend = InProcessBackend(factory)
+    backend = InProcessBackend(QualitySites(data=data, seed=0, names=sites))
     try:
-        return quality_report(backend, spec, features=FEATURES, secure=protection).to_json()
+        return quality_report(backend, spec, features=FEATURES).to_json()
     finally:
         backend.close()
 
@@ -111,28 +98,78 @@ def test_a_quality_job_gives_the_simulations_report(federation: Federation, tmp_
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_a_secure_quality_job_gives_the_simulations_federation_only_report(
+def test_a_researcher_without_data_gets_the_secure_report_of_registered_data_sets(
     federation: Federation, tmp_path: Path
 ) -> None:
+    from medfed.federation.node.statistics import StatisticsOnly
+    from medfed.orchestration.backends.inprocess import InProcessBackend
+    from medfed.orchestration.quality import quality_report
+    from medfed.site.datasets import DatasetRegistry
+    from medfed.site.runtime import SiteRuntime
+    from medfed.site.statistics import SiteDataSource
+
     fed = federation
-    fed.start_coordinator()
+    data = tmp_path / "my-data"
+    _ok(medfed("data", "export", "breast-cancer", "--out", str(data)))
+    contract = data / "bc.contract.toml"
+    _ok(medfed("data", "contract", str(data / "data.toml"), "--out", str(contract)))
     sites = ["academic-centre", "community-north"]
+    fed.start_coordinator()
     for site in sites:
-        fed.start_node(site, "--auto-approve")
-    out = tmp_path / "quality.json"
+        kit = str(fed.kit("sites", site))
+        table = str(data / f"{site}_train.csv")
+        _ok(
+            medfed("node", "dataset", "add", "bc", table, "--contract", str(contract), "--kit", kit)
+        )
+        fed.spawn(site, "node", "start", "--kit", kit, "--data", "bc", "--auto-approve")
+    researcher = tmp_path / "researcher"
+    researcher.mkdir()
     shown = _ok(
         medfed(
-            "data", "quality", "--kit", str(fed.kit("researchers", "bob")),
-            "--data", "breast-cancer", *(a for f in FEATURES for a in ("--feature", f)),
+            "data", "quality", "--kit", str(fed.kit("researchers", "bob")), "--data", "bc",
+            "--contract", str(contract), *(a for f in FEATURES for a in ("--feature", f)),
             "--secure", "--min-sites", "2", "--round-timeout", "120", "--wait",
-            "--json", str(out),
-            timeout=300,
+            "--json", "out.json", cwd=researcher, timeout=300,
         )
     )  # fmt: skip
-    got = json.loads(out.read_text())
-    assert {**got, "notes": got["notes"][:-1]} == _simulated(sites, secure=True)
+    assert sorted(researcher.iterdir()) == [researcher / "out.json"]  # no data came here
+    got = json.loads((researcher / "out.json").read_text())
+    assert "site community-north" not in shown and "secure aggregation" in shown
     assert got["secure_aggregation"] is True and got["sites"] == {}
-    assert "site academic-centre" not in shown and "secure aggregation" in shown
+    # the report over the nodes' served data sets, in memory (each site's runtime as at its node)
+    served = {
+        site: DatasetRegistry.in_state(fed.kit("sites", site) / "state").load("bc")
+        for site in sites
+    }
+
+    class Served:
+        site_names = sites
+
+        def make(self, name: str) -> SiteRuntime:
+            data = served[name]
+            return SiteRuntime(name, StatisticsOnly(), stats=SiteDataSource(data.data, data.spec))
+
+    backend = InProcessBackend(Served())
+    try:
+        spec = served[sites[0]].spec
+        expected = quality_report(backend, spec, features=FEATURES).to_json()
+    finally:
+        backend.close()
+    # under secure aggregation: the federation's row only, its sums to fixed-point precision
+    assert (got["kind"], got["features"], got["not_shown"]) == (
+        expected["kind"], expected["features"], expected["not_shown"],
+    )  # fmt: skip
+    assert got["flags"] == [f for f in expected["flags"] if f["site"] == "federation"]
+    have, want = got["federation"], expected["federation"]
+    assert have["records"] == want["records"] > 0
+    assert (have["label"]["kind"], have["label"]["count"]) == ("binary", want["label"]["count"])
+    assert have["label"]["classes"] == pytest.approx(want["label"]["classes"])
+    for name in FEATURES:
+        h, w = have["features"][name], want["features"][name]
+        assert (h["count"], h["missing"]) == (w["count"], w["missing"]), name
+        for key in ("mean", "sd", "missing_fraction"):
+            assert h[key] == pytest.approx(w[key], rel=1e-6, abs=1e-9), (name, key)
+        assert h["quantiles"] == pytest.approx(w["quantiles"], rel=1e-6), name
 
 
 def test_a_quality_query_tells_its_data_shape_and_no_other_query_passes() -> None:
@@ -161,3 +198,5 @@ def test_quality_at_a_federation_needs_a_kit_and_says_so_in_one_line(tmp_path: P
     run = medfed("data", "quality", "--kit", str(kit), "--data", "no-such-set")
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert "--contract FILE" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    run = medfed("data", "quality", "--kit", str(kit), "--data", "synthetic-imaging")
+    assert run.returncode != 0 and "Traceback" not in run.stderr and "for tables" in run.stderr
