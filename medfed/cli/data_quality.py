@@ -217,9 +217,10 @@ def quality(
     wait: bool,
     insecure: bool,
 ) -> None:
-    """Data quality across the sites of a simulated federation: per site and feature the
-    missingness, ranges (quantiles), the outcome's prevalence and the shift from the
-    federation (SMD, PSI), with flags. Only released figures (small counts suppressed).
+    """Data quality across the sites of a simulated federation, or with --kit of the real one
+    (a statistics job: each data steward approves the report's query first): per site and
+    feature the missingness, ranges (quantiles), the outcome's prevalence and the shift from
+    the federation (SMD, PSI), with flags. Only released figures (small counts suppressed).
 
     \b
     Examples:
