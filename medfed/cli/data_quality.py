@@ -24,10 +24,8 @@ from medfed.cli.simulate import DATA_OPTIONS
 __all__ = ["quality", "show_report"]
 
 SERVED_DATA_NOTE = (
-    "the sites answered from their data sets as their nodes serve them for training (a "
-    "bundled data set as its loader prepares it; a registered table with its missing values "
-    "filled with the site's training mean, standardised if its data set file says so): "
-    "missingness and ranges are those of the served data"
+    "the sites answered from their records as recorded (a registered table with its gaps and "
+    "in its own units, not standardised; a bundled data set as its loader prepares it)"
 )
 
 

@@ -171,9 +171,9 @@ class StatsSites:
     def _dataset(self) -> Any:
         from medfed.data import load_dataset
 
-        d = self.data
+        d = self.data  # a data set file's tables as recorded: gaps kept, not standardised
         return load_dataset(d.name, num_sites=d.sites, data_dir=d.dir, seed=self.seed,
-                            options=d.options)  # fmt: skip
+                            options=d.options, raw=True)  # fmt: skip
 
     @property
     def site_names(self) -> list[str]:

@@ -4,7 +4,8 @@ follow-up time and event of a survival outcome.
 Built from the site's data as its loader prepared them (:class:`~medfed.data.base.SiteData`):
 for the bundled data sets these are the loader's features (e.g. already standardised with
 dataset-level constants; ``synthetic-ehr`` with ``standardize=false`` keeps clinical units), and
-for data set files with ``standardize = "none"`` the table's own values.
+for data set files the tables' own values as recorded (gaps kept, no site standardising
+alone: :func:`medfed.data.files.load_data_file` with ``raw=True``; a node serves them so too).
 
 The outcome is also there, as pseudo-features that a query may name (:func:`outcome_names`):
 ``label`` (the class index of a binary or multiclass label, or a regression target), or for

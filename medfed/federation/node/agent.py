@@ -362,7 +362,9 @@ class NodeAgent:
             "state_dir": self.settings.state_dir,
             "identity_key": None if self.kit is None else self.kit.identity_key,
         }
-        if is_statistics(announced):  # the approved query, answered from the served data
+        if is_statistics(announced):  # the approved query, on the records as recorded
+            if self.raw_data is not None:
+                common["data"] = self.raw_data()
             ctx = statistics_context(job_id, announced, bundle=code, **common)
         else:
             path = self.settings.state_dir / "tasks" / f"{sha}.py"
