@@ -21,6 +21,7 @@ __all__ = [
     "coordinate_median",
     "is_finite",
     "l2_norm",
+    "multi_krum",
     "trimmed_mean",
     "weighted_mean",
 ]
@@ -195,3 +196,25 @@ def trimmed_mean(items: Sequence[Params], *, trim_fraction: float) -> Params:
         kept = stacked[k : len(items) - k]
         out.append((name, kept.mean(axis=0).astype(v.dtype)))
     return Params(out)
+
+
+def multi_krum(items: Sequence[Params], *, byzantine: int, keep: int) -> list[int]:
+    """Multi-Krum (Blanchard et al., NeurIPS 2017): the indices of the ``keep`` updates whose
+    ``n − f − 2`` nearest neighbours are closest (sum of squared distances), ``f`` the number
+    of Byzantine sites tolerated; needs ``n > 2f + 2``."""
+    n = len(items)
+    if byzantine < 0 or n <= 2 * byzantine + 2:
+        raise ValueError(
+            f"Krum with f = {byzantine} Byzantine sites needs more than {2 * byzantine + 2} "
+            f"updates, got {n}"
+        )
+    if not 1 <= keep <= n:
+        raise ValueError(f"keep must be between 1 and the {n} updates, got {keep}")
+    flat = np.stack(
+        [np.concatenate([p[k].astype(np.float64).reshape(-1) for k in p]) for p in items]
+    )
+    sq = np.sum(flat * flat, axis=1)
+    dist = np.maximum(sq[:, None] + sq[None, :] - 2.0 * flat @ flat.T, 0.0)
+    neighbours = n - byzantine - 2
+    scores = [float(np.sort(np.delete(dist[i], i))[:neighbours].sum()) for i in range(n)]
+    return sorted(range(n), key=lambda i: (scores[i], i))[:keep]

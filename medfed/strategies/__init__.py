@@ -19,6 +19,7 @@ from medfed.strategies.base import (
 from medfed.strategies.fedavg import FedAvg
 from medfed.strategies.fedopt import FedAdagrad, FedAdam, FedYogi
 from medfed.strategies.fedprox import FedAvgM, FedProx
+from medfed.strategies.robust import Krum, Median, NormBounded, TrimmedMean
 
 __all__ = [
     "STRATEGIES",
@@ -30,19 +31,23 @@ __all__ = [
     "FedAvgM",
     "FedProx",
     "FedYogi",
+    "Krum",
+    "Median",
+    "NormBounded",
     "SecureSum",
     "SitePlan",
     "Strategy",
     "StrategyState",
+    "TrimmedMean",
     "check_secure_aggregation",
     "expected_sites",
     "make_strategy",
     "sample_sites",
 ]
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad)
-}
+_ALL: tuple[type[Strategy], ...] = (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad)
+_ROBUST: tuple[type[Strategy], ...] = (NormBounded, Median, TrimmedMean, Krum)
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (*_ALL, *_ROBUST)}
 
 
 def make_strategy(
