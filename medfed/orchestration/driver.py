@@ -31,7 +31,7 @@ from medfed.messages import HarmoniseSettings, RoundSettings, SiteReport
 from medfed.orchestration.backends.base import Backend, Request
 from medfed.orchestration.checkpoint import RoundCheckpoint
 from medfed.orchestration.validate import Bounded, bound_updates, check_update
-from medfed.records import Instruction, Metrics, Operation, Params, SiteFailure
+from medfed.records import Instruction, Metrics, Operation, Params, Reply, SiteFailure
 from medfed.strategies.base import SecureSum, Strategy, StrategyState
 
 if TYPE_CHECKING:
@@ -43,6 +43,11 @@ __all__ = ["RoundDriver", "RoundObserver", "RoundResult", "derive_seed", "site_s
 _SAMPLING = 0x5A4D  # stream tags keep the sampling and site seeds independent
 _SITE = 0x517E
 _MASK64 = (1 << 64) - 1
+
+
+def _steps(reply: Reply) -> int | None:
+    """The optimiser steps a site reported for its update (None: not reported)."""
+    return None if reply.report is None else reply.report.local_steps
 
 
 def derive_seed(seed: int, *tags: int) -> int:
@@ -239,6 +244,7 @@ class RoundDriver:
         # each is added as it arrives and only an absolute cap on its claim applies
         relative = bool(self.bounds.norm_factor or self.bounds.examples_factor)
         held: list[Bounded] = []
+        steps_of: dict[str, int | None] = {}
         bounded: dict[str, str] = {}
         for reply in self.backend.exchange(requests, timeout=self.timeout):
             if reply.failure is not None:
@@ -261,9 +267,10 @@ class RoundDriver:
                     update = dataclasses.replace(update, num_examples=1)
                 if relative:
                     held.append(Bounded(reply.site, update, l2_norm(update.delta)))
+                    steps_of[reply.site] = _steps(reply)
                 else:
                     [b] = bound_updates([Bounded(reply.site, update, math.nan)], self.bounds)
-                    aggregator.add(b.site, b.update)
+                    aggregator.add(b.site, b.update, steps=_steps(reply))
                     if b.note is not None:
                         bounded[b.site] = b.note
                     del b, update
@@ -277,7 +284,7 @@ class RoundDriver:
                     bits.append(bit)
             del reply
         for b in bound_updates(held, self.bounds):
-            aggregator.add(b.site, b.update)
+            aggregator.add(b.site, b.update, steps=steps_of.get(b.site))
             if b.note is not None:
                 bounded[b.site] = b.note
         norms = {b.site: b.norm for b in held}

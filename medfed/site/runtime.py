@@ -62,6 +62,8 @@ class SiteRuntime:
             self.pipeline,
         )
         report = result.report or SiteReport()
+        if self.dp is not None:  # client-level DP: the step count would tell the record count
+            report = replace(report, local_steps=None)
         bit = None
         if self.dp is not None and self.dp.bit_noise_std is not None:
             bit = self.dp.noised_centered_bit()

@@ -443,7 +443,7 @@ class TorchSiteApp:
             state=state,
         )
         n = self.data.num_train
-        with _seeded(int(torch_seed), self.device):
+        with _seeded(int(torch_seed), self.device), _counting_steps() as steps:
             self.model.train()
             metrics = self._train(self.model, self._train_data, ctx)
         metrics = _completed(metrics, n, "train")
@@ -453,7 +453,9 @@ class TorchSiteApp:
                 f"task {self.task.name!r}: training changed the model's parameter layout; "
                 "a train function must update the model's weights in place"
             )
-        report = None
+        # the optimiser steps taken (FedNova normalises by them); under DP-SGD they would
+        # tell the site's record count, so they are not reported
+        report = SiteReport(local_steps=steps[0])
         if self.dp_sgd is not None:
             state[_DP_HISTORY] = self.dp_sgd.history()
             report = SiteReport(epsilon=self.dp_sgd.epsilon())
@@ -468,6 +470,25 @@ class TorchSiteApp:
         with _seeded(instruction.seed % 2**64, self.device), torch.no_grad():
             metrics = self._evaluate(self.model, self.data.x_test, self.data.y_test, self.spec)
         return _completed(metrics, self.data.num_test, "evaluate")
+
+
+@contextlib.contextmanager
+def _counting_steps() -> Iterator[list[int]]:
+    """Counts the optimiser steps a train function takes (any optimiser it builds; a DP
+    optimiser's wrapped one counted once)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    steps = [0]
+
+    def count(optimizer: Any, args: Any, kwargs: Any) -> None:
+        if not hasattr(optimizer, "original_optimizer"):  # Opacus's wrapper: its inner counts
+            steps[0] += 1
+
+    handle = register_optimizer_step_post_hook(count)
+    try:
+        yield steps
+    finally:
+        handle.remove()
 
 
 def _completed(metrics: Metrics | None, n: int, role: str) -> Metrics:

@@ -17,6 +17,7 @@ from medfed.strategies.base import (
     sample_sites,
 )
 from medfed.strategies.fedavg import FedAvg
+from medfed.strategies.fednova import FedNova
 from medfed.strategies.fedopt import FedAdagrad, FedAdam, FedYogi
 from medfed.strategies.fedprox import FedAvgM, FedProx
 from medfed.strategies.robust import Krum, Median, NormBounded, TrimmedMean
@@ -29,6 +30,7 @@ __all__ = [
     "FedAdam",
     "FedAvg",
     "FedAvgM",
+    "FedNova",
     "FedProx",
     "FedYogi",
     "Krum",
@@ -45,7 +47,9 @@ __all__ = [
     "sample_sites",
 ]
 
-_ALL: tuple[type[Strategy], ...] = (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad)
+_ALL: tuple[type[Strategy], ...] = (
+    FedAvg, FedProx, FedAvgM, FedNova, FedAdam, FedYogi, FedAdagrad,
+)  # fmt: skip
 _ROBUST: tuple[type[Strategy], ...] = (NormBounded, Median, TrimmedMean, Krum)
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (*_ALL, *_ROBUST)}
 

@@ -118,8 +118,9 @@ class Aggregator(ABC):
     """Combines one round's updates (or their secure sum) into the next params and state."""
 
     @abstractmethod
-    def add(self, site: str, update: Update) -> None:
-        """One site's update (rounds without secure aggregation)."""
+    def add(self, site: str, update: Update, *, steps: int | None = None) -> None:
+        """One site's update (rounds without secure aggregation), and the optimiser steps it
+        reported taking (None: not reported)."""
 
     def add_sum(self, total: SecureSum) -> None:
         """The round's secure sum, once, instead of individual updates."""

@@ -50,7 +50,7 @@ class MeanDelta(Aggregator):
         self._sum: SecureSum | None = None
         self._step = step
 
-    def add(self, site: str, update: Update) -> None:
+    def add(self, site: str, update: Update, *, steps: int | None = None) -> None:
         if self._sum is not None:
             raise TypeError("a round has either individual updates or one secure sum")
         self._mean.add(update.delta, weight=float(update.num_examples))

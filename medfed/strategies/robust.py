@@ -42,7 +42,7 @@ class _Held(Aggregator):
         self._params, self._state, self._strategy = params, state, strategy
         self._updates: list[Update] = []
 
-    def add(self, site: str, update: Update) -> None:
+    def add(self, site: str, update: Update, *, steps: int | None = None) -> None:
         self._updates.append(update)
 
     def finish(self) -> Aggregate:
@@ -149,9 +149,7 @@ class NormBounded(_Robust):
         scaled = []
         for u, norm in zip(updates, norms, strict=True):
             factor = 1.0 if norm <= bound or norm == 0 else bound / norm
-            delta = Params(
-                (k, np.multiply(v, factor).astype(v.dtype)) for k, v in u.delta.items()
-            )
+            delta = Params((k, np.multiply(v, factor).astype(v.dtype)) for k, v in u.delta.items())
             scaled.append((delta if factor != 1.0 else u.delta, float(u.num_examples)))
         mean = weighted_mean(scaled)
         if mean is None:  # no examples at all: every update counts once

@@ -126,7 +126,8 @@ def test_without_sample_dp_training_is_unchanged(breast: FederatedDataset) -> No
         app, params = site_app(breast, privacy=privacy)
         assert app.dp_sgd is None
         result = app.fit(params, Instruction(Operation.TRAIN, 0, params, seed=0))
-        assert result.metrics.loss is not None and result.report is None
+        assert result.metrics.loss is not None and result.report is not None
+        assert result.report.epsilon is None and result.report.local_steps  # no ε: no DP-SGD
 
 
 def test_what_dp_sgd_cannot_train_is_refused(breast: FederatedDataset) -> None:
