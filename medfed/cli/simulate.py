@@ -527,6 +527,8 @@ def _train_into(
         )
     for line in _privacy_lines(result, delta=config.privacy.delta):
         out.print(line, soft_wrap=True, markup=False)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {text(warning)}")
     out.print(
         f"done in {result.seconds:.1f} s · model, metrics (JSONL, CSV), config and summary in "
         f"[cyan]{text(Path(config.out))}[/]"

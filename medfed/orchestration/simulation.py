@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from medfed.config import DataConfig, RunConfig, TrainSettings, check_run
 from medfed.data.files import is_data_file
 from medfed.errors import ConfigError, RoundFailed
@@ -151,6 +153,32 @@ class SimulationSites:
         return SiteRuntime(name, app, dp=p.dp_steps(), secure=p.secure_site(name), stats=stats)
 
 
+SMALL_SITE = 50  # training records under which a site's figures are noisy
+
+
+def site_warnings(dataset: FederatedDataset) -> tuple[str, ...]:
+    """What the report should say about small and skewed sites: they train and are
+    evaluated like any other, but some of their figures mean little."""
+    from medfed.data.base import TaskKind
+
+    out = []
+    classifies = dataset.spec.kind in (TaskKind.BINARY, TaskKind.MULTICLASS)
+    for site in dataset.sites:
+        if site.num_train < SMALL_SITE:
+            out.append(
+                f"{site.name}: {site.num_train} training records (under {SMALL_SITE}): its "
+                "local-only model and its own metrics are noisy"
+            )
+        if classifies and site.num_train and len(np.unique(site.y_train)) < 2:
+            out.append(
+                f"{site.name}: one outcome class in its training records: a model trained "
+                "there alone cannot tell the classes apart"
+            )
+        if classifies and site.num_test and len(np.unique(site.y_test)) < 2:
+            out.append(f"{site.name}: one outcome class in its test records: no AUROC there")
+    return tuple(out)
+
+
 def _refuse_site_standardising(name: str) -> None:
     """Harmonising a data set file whose sites are told to standardise alone is a mistake."""
     from medfed.data.data_file import describes_images, read_source, read_toml
@@ -229,6 +257,7 @@ class SimulationResult:
     harmonisation: Harmonisation | None = None  # [data] harmonise: what the sites used
     quality: QualityReport | None = None  # the data-quality report across sites, if made
     quality_note: str | None = None  # why there is none (images, unreadable as raw values)
+    warnings: tuple[str, ...] = ()  # sites too small or too skewed for some figures to mean much
 
 
 def make_backend(config: RunConfig, factory: SimulationSites) -> Backend:
@@ -519,6 +548,7 @@ class Simulation:
             harmonisation=self.harmonisation,
             quality=self._quality,
             quality_note=self._quality_note,
+            warnings=site_warnings(self.dataset),
         )
 
     def _evaluated(self, backend: Backend, params: Params) -> dict[str, Metrics]:

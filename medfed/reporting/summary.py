@@ -68,6 +68,8 @@ def summary_dict(result: SimulationResult, *, model_sha256: str | None = None) -
         out["resumed_after"] = result.resumed_after
     if result.harmonisation is not None:
         out["harmonisation"] = result.harmonisation.to_json()
+    if result.warnings:
+        out["warnings"] = list(result.warnings)
     if result.quality is not None:  # the whole report is quality.json
         out["data_quality"] = {
             "file": "quality.json",
@@ -233,6 +235,8 @@ def summary_markdown(
             "one model trained on all sites' training records together (not possible in practice; "
             "the reference a federation tries to reach)." + _lower_note(result, " "),
         ]
+    if result.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in result.warnings]
     if result.quality is not None:
         from medfed.reporting.quality import render_quality_markdown
 
