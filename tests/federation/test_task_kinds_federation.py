@@ -1,6 +1,7 @@
-"""Regression and 3D segmentation jobs through a real federation train the simulation's model.
+"""Regression and 3D segmentation jobs, and jobs with strategies that need each site's update
+(FedNova, the coordinate-wise median), through a real federation train the simulation's model.
 
-A coordinator and two nodes (processes, TLS), each node serving its hospital's share of a
+A coordinator and a node per site (processes, TLS), each node serving its hospital's share of a
 bundled data set, train the job submitted with the simulation's own run file; the final model
 equals the in-process simulation's bit for bit (see ``test_same_model.py`` for what has to
 agree). The cases: ``diabetes`` (regression, RMSE/MAE; the default MLP rescaled to the
@@ -26,6 +27,17 @@ CASES = {
         seed=1,
         data=DataConfig(name="diabetes", sites=2),
         strategy=StrategyConfig(min_sites=2),
+    ),
+    # strategies that need each site's update (and, FedNova, its reported local steps)
+    "fednova": RunConfig(
+        rounds=2,
+        data=DataConfig(name="breast-cancer", sites=3),
+        strategy=StrategyConfig(name="fednova", min_sites=3),
+    ),
+    "median": RunConfig(
+        rounds=2,
+        data=DataConfig(name="breast-cancer", sites=3),
+        strategy=StrategyConfig(name="median", min_sites=3),
     ),
     "segmentation-3d": RunConfig(
         rounds=1,
@@ -68,7 +80,8 @@ def test_the_job_trains_the_simulations_model(case: str, tmp_path: Path) -> None
     simulated = simulate(config)
     summary = simulated.history[-1].eval_summary
     assert summary is not None
-    assert (summary.rmse if case == "regression" else summary.dice) is not None
+    metric = {"regression": "rmse", "segmentation-3d": "dice"}.get(case, "auroc")
+    assert getattr(summary, metric) is not None
     fed = _federation(tmp_path, sites, d.name)  # each kit named after its hospital's share
     try:
         federated = federated_model(fed, config, tmp_path)
