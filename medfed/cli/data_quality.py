@@ -20,6 +20,7 @@ from rich.table import Table
 
 from medfed.cli.console import out, text
 from medfed.cli.simulate import DATA_OPTIONS
+from medfed.cli.stats_job import federation_options
 
 __all__ = ["quality", "show_report"]
 
@@ -178,21 +179,9 @@ def _federation_report(
               help="Also write the report as JSON here.")  # fmt: skip
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the report as Markdown here.")  # fmt: skip
-@click.option("--kit", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Your researcher kit: ask the real federation (a statistics job).")  # fmt: skip
-@click.option("--job", "job_id", default=None,
-              help="Show the report of this quality job (with --kit).")  # fmt: skip
-@click.option("--contract", "contract_path", default=None,
-              type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Federation: the data contract the sites' data set is under.")  # fmt: skip
-@click.option("--min-sites", type=int, default=2, show_default=True,
-              help="Federation: sites that must approve before the query runs.")  # fmt: skip
-@click.option("--round-timeout", type=float, default=600.0, show_default=True,
-              help="Federation: seconds an exchange waits for the sites.")  # fmt: skip
-@click.option("--name", default=None, help="Federation: a name for the job [quality].")
-@click.option("--wait/--no-wait", default=False,
-              help="Federation: wait for the result and show the report.")  # fmt: skip
-@click.option("--insecure", is_flag=True, hidden=True)
+@federation_options(
+    job="the report of this quality job", name="quality", wait="the result and show the report"
+)
 def quality(
     data_name: str,
     sites: int | None,

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from medfed.cli.console import out, text
 from medfed.cli.simulate import DATA_OPTIONS, parse_options
+from medfed.cli.stats_job import federation_options
 from medfed.errors import ConfigError
 
 __all__ = ["QUERY_OPTIONS", "query_from_options", "show_result", "stats"]
@@ -163,21 +164,11 @@ def query_from_options(
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the released figures as JSON here.")  # fmt: skip
-@click.option("--kit", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Your researcher kit: ask the real federation (a statistics job).")  # fmt: skip
-@click.option("--job", "job_id", default=None,
-              help="Show the released result of this statistics job (with --kit).")  # fmt: skip
-@click.option("--contract", "contract_path", default=None,
-              type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Federation: the data contract the sites' data set is under.")  # fmt: skip
-@click.option("--min-sites", type=int, default=2, show_default=True,
-              help="Federation: sites that must approve before the query runs.")  # fmt: skip
-@click.option("--round-timeout", type=float, default=600.0, show_default=True,
-              help="Federation: seconds an exchange waits for the sites.")  # fmt: skip
-@click.option("--name", default=None, help="Federation: a name for the job [statistics].")
-@click.option("--wait/--no-wait", default=False,
-              help="Federation: wait for the result and show it.")  # fmt: skip
-@click.option("--insecure", is_flag=True, hidden=True)
+@federation_options(
+    job="the released result of this statistics job",
+    name="statistics",
+    wait="the result and show it",
+)
 def stats(
     data_name: str | None,
     sites: int | None,

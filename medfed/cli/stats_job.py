@@ -9,10 +9,41 @@ only the released (suppressed) figures, which ``medfed stats --job ID`` shows.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fetch_job", "fetch_result", "result_of_view", "submit"]
+import click
+
+__all__ = ["federation_options", "fetch_job", "fetch_result", "result_of_view", "submit"]
+
+
+def federation_options(*, job: str, name: str, wait: str) -> Callable[[Any], Any]:
+    """The options that send a query to the real federation (``medfed stats``, ``medfed data
+    quality``): ``job`` says what ``--job`` shows, ``name`` the job's default name, ``wait``
+    what ``--wait`` waits for."""
+    options = (
+        click.option("--kit", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Your researcher kit: ask the real federation (a statistics job)."),
+        click.option("--job", "job_id", default=None, help=f"Show {job} (with --kit)."),
+        click.option("--contract", "contract_path", default=None,
+                     type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     help="Federation: the data contract the sites' data set is under."),
+        click.option("--min-sites", type=int, default=2, show_default=True,
+                     help="Federation: sites that must approve before the query runs."),
+        click.option("--round-timeout", type=float, default=600.0, show_default=True,
+                     help="Federation: seconds an exchange waits for the sites."),
+        click.option("--name", default=None, help=f"Federation: a name for the job [{name}]."),
+        click.option("--wait/--no-wait", default=False, help=f"Federation: wait for {wait}."),
+        click.option("--insecure", is_flag=True, hidden=True),
+    )  # fmt: skip
+
+    def decorate(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def _features(

@@ -40,7 +40,13 @@ from medfed.site.runtime import SiteRuntime
 from medfed.site.secure_aggregation import SecAggIdentity, SecureAggregationSite
 from medfed.site.statistics import DIGITS_TENSOR, SiteDataSource
 
-__all__ = ["StatsExchange", "StatsSites", "run_statistics", "simulate_statistics"]
+__all__ = [
+    "StatsExchange",
+    "StatsSites",
+    "run_statistics",
+    "simulate_statistics",
+    "simulated_sites",
+]
 
 _EMPTY = Params()
 
@@ -193,6 +199,35 @@ class StatsSites:
         return SiteRuntime(name, _StatisticsOnly(), secure=secure, stats=source)
 
 
+def simulated_sites(
+    data: DataConfig,
+    *,
+    seed: int,
+    names: Sequence[str],
+    secure_aggregation: bool,
+    job: str,
+    backend: BackendConfig | None = None,
+) -> tuple[Backend, SecureAggregation | None]:
+    """Simulated sites of ``data`` that answer statistics only, in this process or a pool,
+    with fresh identity keys each when the exchanges go through secure aggregation."""
+    from medfed.orchestration.backends.inprocess import InProcessBackend
+
+    factory = StatsSites(data=data, seed=seed, names=list(names))
+    secure = None
+    if secure_aggregation:
+        factory.keys = {s: ed25519.Ed25519PrivateKey.generate().private_bytes_raw() for s in names}
+        public = {
+            s: ed25519.Ed25519PrivateKey.from_private_bytes(k).public_key()
+            for s, k in factory.keys.items()
+        }
+        secure = SecureAggregation(job=job, verify_identity=ed25519_verifier(public))
+    if backend is not None and backend.kind == "process":
+        from medfed.orchestration.backends.process_pool import ProcessPoolBackend
+
+        return ProcessPoolBackend(factory, workers=backend.workers), secure
+    return InProcessBackend(factory), secure
+
+
 def simulate_statistics(
     data: DataConfig,
     query: StatsQuery,
@@ -204,27 +239,13 @@ def simulate_statistics(
     """``query`` over the simulated sites of ``data`` (each site loads only its own share)."""
     from medfed.data import load_dataset
     from medfed.data.statistics.table import feature_names
-    from medfed.orchestration.backends.inprocess import InProcessBackend
 
     dataset = load_dataset(data.name, num_sites=data.sites, data_dir=data.dir, seed=seed,
-                           options=data.options)  # fmt: skip
-    names = dataset.site_names
-    factory = StatsSites(data=data, seed=seed, names=names)
-    secure = None
-    if secure_aggregation:
-        factory.keys = {s: ed25519.Ed25519PrivateKey.generate().private_bytes_raw() for s in names}
-        public = {
-            s: ed25519.Ed25519PrivateKey.from_private_bytes(k).public_key()
-            for s, k in factory.keys.items()
-        }
-        secure = SecureAggregation(job="statistics", verify_identity=ed25519_verifier(public))
-    be: Backend
-    if backend is not None and backend.kind == "process":
-        from medfed.orchestration.backends.process_pool import ProcessPoolBackend
-
-        be = ProcessPoolBackend(factory, workers=backend.workers)
-    else:
-        be = InProcessBackend(factory)
+                           options=data.options, raw=True)  # fmt: skip
+    be, secure = simulated_sites(
+        data, seed=seed, names=dataset.site_names, secure_aggregation=secure_aggregation,
+        job="statistics", backend=backend,
+    )  # fmt: skip
     try:
         return run_statistics(be, query, features=feature_names(dataset.spec), secure=secure)
     finally:

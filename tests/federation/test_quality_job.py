@@ -32,11 +32,12 @@ def _simulated(sites: list[str]) -> dict:
     from medfed.config import DataConfig
     from medfed.orchestration.backends.inprocess import InProcessBackend
     from medfed.orchestration.quality import quality_report
-    from medfed.orchestration.quality_simulation import QualitySites, quality_dataset
+    from medfed.orchestration.quality_simulation import quality_dataset
+    from medfed.orchestration.statistics import StatsSites
 
     data = DataConfig(name="breast-cancer")
     spec = quality_dataset(data).spec
-    backend = InProcessBackend(QualitySites(data=data, seed=0, names=sites))
+    backend = InProcessBackend(StatsSites(data=data, seed=0, names=sites))
     try:
         return quality_report(backend, spec, features=FEATURES).to_json()
     finally:
