@@ -19,14 +19,8 @@ from medfed.federation.node.checks import ProtocolError
 from medfed.federation.node.harmonise import node_harmonise
 from medfed.messages import HarmoniseSettings, RoundSettings
 from medfed.records import Instruction, Operation, Params
-from medfed.serde import load_params
 from tests.federation.conftest import medfed
-from tests.federation.test_same_model import (
-    DEFAULT_TASK,
-    assert_same_model,
-    federated_model,
-    submit_as_job,
-)
+from tests.federation.test_same_model import assert_same_model, federated_model, trained_job
 from tests.federation.test_task_kinds_federation import _federation
 
 EHR = DataConfig(
@@ -103,18 +97,7 @@ def test_registered_tables_with_gaps_under_secure_aggregation(tmp_path: Path) ->
                           "--kit", kit)  # fmt: skip
             assert proc.returncode == 0, proc.stdout + proc.stderr
             fed.spawn(site, "node", "start", "--kit", kit, "--data", "hospital", "--auto-approve")
-        task_file = tmp_path / "default_task.py"
-        task_file.write_text(DEFAULT_TASK)
-        job_id = submit_as_job(fed, run, task_file)
-        bob = str(fed.kit("researchers", "bob"))
-        proc = medfed("job", "status", job_id, "--watch", "--kit", bob, timeout=240)
-        assert proc.returncode == 0 and "complete" in proc.stdout, (
-            proc.stdout + proc.stderr + fed.log("coordinator") + "".join(fed.log(s) for s in sites)
-        )
-        model = tmp_path / "model.safetensors"
-        proc = medfed("job", "download", job_id, "--kit", bob, "--out", str(model))
-        assert proc.returncode == 0, proc.stderr
-        federated, _ = load_params(model)
+        federated = trained_job(fed, run, tmp_path, sites)
     finally:
         fed.close()
     assert_same_model(simulated.params, federated)

@@ -88,6 +88,12 @@ def federated_model(fed: Federation, config: RunConfig, tmp_path: Path) -> Param
         data += ["--option", f"{key}={value}"]
     for site in sites:  # each kit is named after its hospital in the data set
         fed.start_node(site, *data, "--auto-approve")
+    return trained_job(fed, config, tmp_path, sites)
+
+
+def trained_job(fed: Federation, config: RunConfig, tmp_path: Path, sites: list[str]) -> Params:
+    """``config`` with the default task submitted to the running nodes of ``sites``; the
+    job's final model once it completes."""
     task_file = tmp_path / "default_task.py"
     task_file.write_text(DEFAULT_TASK)
     job_id = submit_as_job(fed, config, task_file)
