@@ -271,7 +271,8 @@ def test_each_role_may_only_do_its_own_work(
 def test_a_revoked_site_is_refused(live: LiveCoordinator, job: dict[str, Any]) -> None:
     site = "rural-hospital"
     approve(live, site, job["id"])
-    assert live.client(site).get_json("/v1/work")["task"]["job_id"] == job["id"]
+    # the job's runner hands out its first task once it sees the approval: wait for it
+    assert wait_for_task(live, site, job["id"])["job_id"] == job["id"]
     revoked = live.client("alice").post_json(
         f"/v1/participants/{site}/revoke", {"reason": "laptop stolen"}
     )
