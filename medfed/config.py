@@ -298,7 +298,7 @@ def run_problems(config: RunConfig, mode: RunMode) -> list[str]:
     for a simulation and a federation alike; what needs the data (enough sites for
     ``min_sites``) is checked once the data set is known.
     """
-    from medfed.strategies import check_secure_aggregation
+    from medfed.strategies import check_privacy, check_secure_aggregation
 
     problems: list[str] = []
     privacy = config.privacy
@@ -306,6 +306,8 @@ def run_problems(config: RunConfig, mode: RunMode) -> list[str]:
         strategy = config.make_strategy()
         if privacy.secure_aggregation:
             check_secure_aggregation(strategy)
+        if privacy.dp != "none":
+            check_privacy(strategy)
     except ConfigError as exc:
         problems.append(str(exc))
     if config.data.harmonise != "none" and privacy.dp != "none":

@@ -13,6 +13,11 @@ Each setting and each report item has exactly one definition, here. They travel 
                       harmonise; sent only when set)
       task            the task's own options
 
+Besides settings, a strategy may send tensors with the model: SCAFFOLD's server control
+variate travels as extra entries of the round's params named ``CONTROL_PREFIX + name`` (one
+per float entry of the model), and a site's change of its own variate comes back under the
+same names in its update, so masking, bounds and the wire treat them like any other tensor.
+
 A peer that speaks another version is refused with :class:`MessageVersionError`, which names
 both versions. Pure data: no torch, no I/O.
 """
@@ -27,6 +32,7 @@ from typing import Any, Literal
 from medfed.errors import SerializationError
 
 __all__ = [
+    "CONTROL_PREFIX",
     "MESSAGE_VERSION",
     "HarmoniseSettings",
     "MessageVersionError",
@@ -43,6 +49,9 @@ __all__ = [
 
 MESSAGE_VERSION = 1
 """The version of :class:`RoundSettings` and :class:`SiteReport` this medfed speaks."""
+
+CONTROL_PREFIX = "medfed.control/"
+"""Name prefix of a control variate's tensors in a round's params (SCAFFOLD)."""
 
 TaskValue = bool | int | float | str
 Weights = Literal["examples", "uniform"]

@@ -224,15 +224,18 @@ class RoundDriver:
         def protected(settings: RoundSettings) -> RoundSettings:
             return dataclasses.replace(settings, clip_norm=clip, secure=terms)
 
+        if self.strategy_state is None:
+            self.strategy_state = self.strategy.init_state(params)
+        # the model, and what the strategy sends with it (SCAFFOLD's control variate): the
+        # updates come back in this layout
+        sent = self.strategy.payload(params, self.strategy_state)
         requests: list[Request] = [
             (
                 p.site,
-                self._instruction(Operation.TRAIN, round, p.site, params, protected(p.settings)),
+                self._instruction(Operation.TRAIN, round, p.site, sent, protected(p.settings)),
             )
             for p in plans
         ]
-        if self.strategy_state is None:
-            self.strategy_state = self.strategy.init_state(params)
         aggregator = self.strategy.aggregator(round=round, params=params, state=self.strategy_state)
         reports: dict[str, SiteReport] = {}
         failures: dict[str, SiteFailure] = {}
@@ -257,7 +260,7 @@ class RoundDriver:
                     )
                     continue
             else:
-                problem = check_update(reply, params)
+                problem = check_update(reply, sent)
                 if problem is not None:
                     failures[reply.site] = SiteFailure("InvalidUpdate", problem)
                     continue
@@ -298,7 +301,7 @@ class RoundDriver:
                 settings=secure,
                 round=round,
                 sites=trained,
-                like=params,
+                like=sent,
                 timeout=self.timeout,
             )
             failures.update(result.failures)

@@ -33,8 +33,10 @@ from medfed.messages import SiteReport
 from medfed.records import Instruction, Metrics, Params
 from medfed.site.app import FitResult
 from medfed.site.losses import cox_ph_loss, loss_for
+from medfed.site.scaffold import corrected_steps, with_control
 from medfed.site.state import MemoryStateStore
 from medfed.site.task import EvalFn, Task, TrainContext, TrainFn
+from medfed.strategies.scaffold import split_control
 
 if TYPE_CHECKING:
     from medfed.privacy.config import PrivacyConfig
@@ -418,8 +420,18 @@ class TorchSiteApp:
         return dp_sgd
 
     def fit(self, params: Params, instruction: Instruction) -> FitResult:
-        """Train from ``params`` with the instruction's seed; returns fresh arrays."""
-        load_params(self.model, params)
+        """Train from ``params`` with the instruction's seed; returns fresh arrays.
+
+        ``params`` may carry SCAFFOLD's control variate with the model
+        (:mod:`medfed.site.scaffold`): the steps are then drift-corrected and the trained
+        params carry the site's change of its own variate."""
+        received, control = split_control(params)
+        if len(control) and self.dp_sgd is not None:
+            raise ValueError(
+                "SCAFFOLD's control variates cannot be trained with DP-SGD; use another "
+                "strategy for privacy.dp = 'sample'"
+            )
+        load_params(self.model, received)
         shuffle_seed, torch_seed = np.random.SeedSequence(instruction.seed % 2**64).generate_state(
             2, np.uint64
         )
@@ -443,7 +455,12 @@ class TorchSiteApp:
             state=state,
         )
         n = self.data.num_train
-        with _seeded(int(torch_seed), self.device), _counting_steps() as steps:
+        corrected = (
+            corrected_steps(self.model, control, state)
+            if len(control)
+            else contextlib.nullcontext()
+        )
+        with _seeded(int(torch_seed), self.device), _counting_steps() as steps, corrected:
             self.model.train()
             metrics = self._train(self.model, self._train_data, ctx)
         metrics = _completed(metrics, n, "train")
@@ -452,6 +469,16 @@ class TorchSiteApp:
             raise ValueError(
                 f"task {self.task.name!r}: training changed the model's parameter layout; "
                 "a train function must update the model's weights in place"
+            )
+        if len(control):
+            trained = with_control(
+                trained,
+                received,
+                control,
+                state,
+                trainable={name for name, _ in self.model.named_parameters()},
+                steps=steps[0],
+                learning_rate=self.settings.learning_rate,
             )
         # the optimiser steps taken (FedNova normalises by them); under DP-SGD they would
         # tell the site's record count, so they are not reported
@@ -465,7 +492,7 @@ class TorchSiteApp:
 
     def evaluate(self, params: Params, instruction: Instruction) -> Metrics:
         """Metrics of ``params`` on the site's held-out test set."""
-        load_params(self.model, params)
+        load_params(self.model, split_control(params)[0])
         self.model.eval()
         with _seeded(instruction.seed % 2**64, self.device), torch.no_grad():
             metrics = self._evaluate(self.model, self.data.x_test, self.data.y_test, self.spec)

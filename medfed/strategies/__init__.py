@@ -21,6 +21,7 @@ from medfed.strategies.fednova import FedNova
 from medfed.strategies.fedopt import FedAdagrad, FedAdam, FedYogi
 from medfed.strategies.fedprox import FedAvgM, FedProx
 from medfed.strategies.robust import Krum, Median, NormBounded, TrimmedMean
+from medfed.strategies.scaffold import Scaffold
 
 __all__ = [
     "STRATEGIES",
@@ -36,11 +37,13 @@ __all__ = [
     "Krum",
     "Median",
     "NormBounded",
+    "Scaffold",
     "SecureSum",
     "SitePlan",
     "Strategy",
     "StrategyState",
     "TrimmedMean",
+    "check_privacy",
     "check_secure_aggregation",
     "expected_sites",
     "make_strategy",
@@ -48,7 +51,7 @@ __all__ = [
 ]
 
 _ALL: tuple[type[Strategy], ...] = (
-    FedAvg, FedProx, FedAvgM, FedNova, FedAdam, FedYogi, FedAdagrad,
+    FedAvg, FedProx, FedAvgM, FedNova, Scaffold, FedAdam, FedYogi, FedAdagrad,
 )  # fmt: skip
 _ROBUST: tuple[type[Strategy], ...] = (NormBounded, Median, TrimmedMean, Krum)
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (*_ALL, *_ROBUST)}
@@ -67,6 +70,17 @@ def make_strategy(
         raise ConfigError(f"strategy {name!r} does not accept these options: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"strategy {name!r}: {exc}") from None
+
+
+def check_privacy(strategy: Strategy) -> None:
+    """Refuse a strategy whose sites send more than DP accounts for (SCAFFOLD's variates)."""
+    if not strategy.dp_covered:
+        ok = ", ".join(n for n, c in STRATEGIES.items() if c.dp_covered)
+        raise ConfigError(
+            f"strategy {strategy.name!r} has each site send more than its model update (its "
+            f"control-variate change), which the run's DP does not cover; with privacy.dp "
+            f"choose one of {ok}, or set privacy.dp = 'none'"
+        )
 
 
 def check_secure_aggregation(strategy: Strategy) -> None:

@@ -7,6 +7,7 @@ and checkpoints with the round, so a restarted coordinator resumes with identica
 
     state = strategy.init_state(params)                        # once, at round 1
     plans = strategy.configure_train(round=r, params=params, sites=available, rng=rng)
+    sent = strategy.payload(params, state)   # what sites receive: the model (+ SCAFFOLD's c)
     agg = strategy.aggregator(round=r, params=params, state=state)
     for reply in replies_as_they_arrive:     # already validated by the driver
         agg.add(reply.site, reply.update)    # or, under secure aggregation, once:
@@ -162,6 +163,8 @@ class Strategy(ABC):
 
     name: str = "strategy"
     needs: ClassVar[Needs] = "sum"
+    # False when its sites send more than a model update (DP's clip and noise cover only that)
+    dp_covered: ClassVar[bool] = True
     # each option a run file's [strategy] options (or --strategy-option) may set: what it is
     parameters: ClassVar[dict[str, str]] = {}
 
@@ -186,6 +189,12 @@ class Strategy(ABC):
         chosen = sample_sites(sites, fraction=self.fraction, min_sites=self.min_sites, rng=rng)
         settings = self.round_settings(round=round)
         return [SitePlan(site, settings) for site in chosen]
+
+    def payload(self, params: Params, state: StrategyState) -> Params:
+        """What the sites receive for training: the global params, and any tensors the
+        strategy sends with them (named ``CONTROL_PREFIX + name``). Updates then have this
+        layout, and :meth:`aggregator` gets them so."""
+        return params
 
     def round_settings(self, *, round: int) -> RoundSettings:
         """The settings sent to every site this round (e.g. FedProx's proximal μ)."""

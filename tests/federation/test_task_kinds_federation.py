@@ -1,5 +1,5 @@
-"""Regression and 3D segmentation jobs, and jobs with strategies that need each site's update
-(FedNova, the coordinate-wise median), through a real federation train the simulation's model.
+"""Regression and 3D segmentation jobs, jobs with strategies that need each site's update
+(FedNova, the coordinate-wise median) and one whose sites keep state (SCAFFOLD), through a real federation train the simulation's model.
 
 A coordinator and a node per site (processes, TLS), each node serving its hospital's share of a
 bundled data set, train the job submitted with the simulation's own run file; the final model
@@ -33,6 +33,12 @@ CASES = {
         rounds=2,
         data=DataConfig(name="breast-cancer", sites=3),
         strategy=StrategyConfig(name="fednova", min_sites=3),
+    ),
+    # SCAFFOLD: the server's variate travels with the model, each node keeps its own on disk
+    "scaffold": RunConfig(
+        rounds=2,
+        data=DataConfig(name="breast-cancer", sites=3),
+        strategy=StrategyConfig(name="scaffold", min_sites=3),
     ),
     "median": RunConfig(
         rounds=2,
