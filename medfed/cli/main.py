@@ -45,6 +45,7 @@ def _register() -> None:
         node_inspect,
         node_start,
         provision,
+        report,
         simulate,
         stats,
         strategy,
@@ -54,6 +55,7 @@ def _register() -> None:
 
     cli.add_command(simulate.demo)
     cli.add_command(simulate.simulate)
+    cli.add_command(report.report)
     cli.add_command(stats.stats)
     cli.add_command(strategy.strategy)
     data.data.add_command(data_contract.contract)

@@ -517,6 +517,9 @@ def _train_into(
         raise
     sha = store.model_sha256
     store.finish(summary_dict(result, model_sha256=sha), summary_markdown(result, model_sha256=sha))
+    from medfed.orchestration.calibration_run import write_calibration
+
+    write_calibration(store.path, simulation, result.params)  # binary classification only
     if result.comparison:
         out.print(comparison_table(result))
     elif result.history and result.history[-1].eval_summary is not None:
@@ -533,3 +536,6 @@ def _train_into(
         f"done in {result.seconds:.1f} s · model, metrics (JSONL, CSV), config and summary in "
         f"[cyan]{text(Path(config.out))}[/]"
     )
+    from medfed.cli.report import write_run_report
+
+    write_run_report(store.path)
