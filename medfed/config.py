@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 import tomli_w
 
 from medfed.errors import ConfigError
+from medfed.messages import MAX_FINETUNE_EPOCHS, PersonalSettings
 from medfed.privacy.config import PrivacyConfig
 
 if TYPE_CHECKING:
@@ -214,6 +215,49 @@ class EvaluationConfig:
         _check(self.every >= 0, "evaluation.every must be 0 (final round only) or more")
 
 
+PERSONALISE_METHODS = ("none", "finetune", "fedper")
+DEFAULT_PERSONALISE = "finetune"
+"""What ``--personalise`` alone selects (chosen by benchmarks/personalise.py on validation
+splits; see benchmarks/RESULTS.md)."""
+
+
+@dataclass(frozen=True)
+class PersonaliseConfig:
+    """Each site's own model, evaluated on its own held-out patients after the last round
+    (summary.json's ``personalised_per_site``): ``"finetune"`` — local fine-tuning of the
+    federated model, up to ``max_epochs`` epochs, as many as a validation split of
+    ``validation_fraction`` of the site's training records favours; ``"fedper"`` — the model's
+    last layer stays at each site from round 1 (a shared body, a local head)."""
+
+    method: str = "none"
+    max_epochs: int = 5
+    validation_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check(
+            self.method in PERSONALISE_METHODS,
+            f"personalise.method must be one of {', '.join(PERSONALISE_METHODS)}",
+        )
+        _check(
+            0 <= self.max_epochs <= MAX_FINETUNE_EPOCHS,
+            f"personalise.max_epochs must be between 0 and {MAX_FINETUNE_EPOCHS}",
+        )
+        _check(
+            0.05 <= self.validation_fraction <= 0.5,
+            "personalise.validation_fraction must be between 0.05 and 0.5",
+        )
+
+    def settings(self) -> PersonalSettings | None:
+        """What the sites are sent (None: no personalisation)."""
+        if self.method == "none":
+            return None
+        if self.method == "fedper":
+            return PersonalSettings(layers=("head",), validation_fraction=self.validation_fraction)
+        return PersonalSettings(
+            finetune_epochs=self.max_epochs, validation_fraction=self.validation_fraction
+        )
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run: a simulation, or a job in a real federation."""
@@ -229,6 +273,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    personalise: PersonaliseConfig = field(default_factory=PersonaliseConfig)
     # how far one site's update may stand out; None: the mode's default (see resolved()).
     # A simulation's sites are the user's own: no bounds unless a [bounds] table asks (an
     # empty table gives a federation's defaults, which hold a round's updates in memory)
@@ -316,6 +361,11 @@ def run_problems(config: RunConfig, mode: RunMode) -> list[str]:
             'learns are not covered by the run\'s ε; set data.harmonise = "none" (and '
             "standardise with fixed constants) or drop DP"
         )
+    if config.personalise.method == "finetune" and privacy.dp != "none":
+        problems.append(
+            "personalise.method = 'finetune' with DP: the fine-tuned models are not covered "
+            "by the run's ε; use personalise.method = 'fedper' or 'none', or drop DP"
+        )
     if mode == "federation":
         if privacy.adaptive_clip and privacy.clip_count_stddev is None:
             problems.append(
@@ -360,6 +410,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "strategy": StrategyConfig,
     "backend": BackendConfig,
     "evaluation": EvaluationConfig,
+    "personalise": PersonaliseConfig,
     "bounds": UpdateBounds,
     "privacy": PrivacyConfig,
 }

@@ -11,6 +11,9 @@ Each setting and each report item has exactly one definition, here. They travel 
       harmonise       the federation's feature     local_steps     optimiser steps this round
                       standardisation ([data]
                       harmonise; sent only when set)
+      personal        layers the site keeps (FedBN,
+                      FedPer) and, to evaluate, its
+                      fine-tuning (sent only when set)
       task            the task's own options
 
 Besides settings, a strategy may send tensors with the model: SCAFFOLD's server control
@@ -36,11 +39,15 @@ __all__ = [
     "MESSAGE_VERSION",
     "HarmoniseSettings",
     "MessageVersionError",
+    "PersonalLayers",
+    "PersonalSettings",
     "RoundSettings",
     "SecureSettings",
     "SiteReport",
     "harmonise_from_json",
     "harmonise_to_json",
+    "personal_from_json",
+    "personal_to_json",
     "report_from_json",
     "report_to_json",
     "settings_from_json",
@@ -109,6 +116,73 @@ class HarmoniseSettings:
             raise ValueError(f"harmonise.min_count must be at least 1, not {self.min_count}")
 
 
+PersonalLayers = Literal["norm", "head"]
+MAX_FINETUNE_EPOCHS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalSettings:
+    """What a site keeps for itself (:mod:`medfed.site.personal`).
+
+    ``layers``: the site trains these layers every round but evaluates and goes on with its
+    own, never the federation's — ``"norm"`` the normalisation layers (FedBN), ``"head"`` the
+    model's last layer (FedPer). ``finetune_epochs``: in a personalised evaluation, the most
+    epochs of local fine-tuning; the site picks how many (0 included) on a validation split
+    of ``validation_fraction`` of its own training records, never its test records.
+    """
+
+    layers: tuple[PersonalLayers, ...] = ()
+    finetune_epochs: int = 0
+    validation_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if any(layer not in ("norm", "head") for layer in self.layers):
+            raise ValueError(f"personal.layers must be 'norm' or 'head', not {self.layers!r}")
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError("personal.layers names a kind of layer twice")
+        if not 0 <= self.finetune_epochs <= MAX_FINETUNE_EPOCHS:
+            raise ValueError(f"personal.finetune_epochs must be in [0, {MAX_FINETUNE_EPOCHS}]")
+        if not 0.05 <= self.validation_fraction <= 0.5:
+            raise ValueError("personal.validation_fraction must be in [0.05, 0.5]")
+
+    def merged(self, other: PersonalSettings | None) -> PersonalSettings:
+        """Both sets of layers; the larger fine-tuning."""
+        if other is None:
+            return self
+        layers = self.layers + tuple(x for x in other.layers if x not in self.layers)
+        return PersonalSettings(
+            layers=layers,
+            finetune_epochs=max(self.finetune_epochs, other.finetune_epochs),
+            validation_fraction=self.validation_fraction,
+        )
+
+
+def personal_to_json(p: PersonalSettings) -> dict[str, Any]:
+    return {
+        "layers": list(p.layers),
+        "finetune_epochs": p.finetune_epochs,
+        "validation_fraction": p.validation_fraction,
+    }
+
+
+def personal_from_json(obj: Any) -> PersonalSettings:
+    """Personal settings from a peer (a round's settings)."""
+    obj = _object(obj, "personal settings", {"layers", "finetune_epochs", "validation_fraction"})
+    layers = obj.get("layers", [])
+    if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+        raise SerializationError("personal settings' layers must be a list of names")
+    try:
+        return PersonalSettings(
+            layers=tuple(layers),  # checked by the class
+            finetune_epochs=_integer(obj.get("finetune_epochs", 0), "personal.finetune_epochs"),
+            validation_fraction=_number(
+                obj.get("validation_fraction", 0.2), "personal.validation_fraction"
+            ),
+        )
+    except ValueError as exc:
+        raise SerializationError(f"invalid personal settings: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class RoundSettings:
     """What a site is told for one round besides the model and its seed.
@@ -122,6 +196,7 @@ class RoundSettings:
     secure: SecureSettings | None = None
     task: Mapping[str, TaskValue] = field(default_factory=dict)
     harmonise: HarmoniseSettings | None = None
+    personal: PersonalSettings | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.proximal_mu) and self.proximal_mu >= 0):
@@ -213,13 +288,17 @@ def settings_to_json(settings: RoundSettings) -> dict[str, Any]:
     }
     if settings.harmonise is not None:  # only then: a peer of before speaks the rest
         out["harmonise"] = harmonise_to_json(settings.harmonise)
+    if settings.personal is not None:  # ditto
+        out["personal"] = personal_to_json(settings.personal)
     return out
 
 
 def settings_from_json(obj: Any) -> RoundSettings:
     """Round settings from a peer; a wrong version, type or value is a SerializationError."""
     obj = _object(
-        obj, "round settings", {"proximal_mu", "clip_norm", "secure", "task", "harmonise"}
+        obj,
+        "round settings",
+        {"proximal_mu", "clip_norm", "secure", "task", "harmonise", "personal"},
     )
     _version(obj, "round settings")
     task = obj.get("task", {})
@@ -240,12 +319,14 @@ def settings_from_json(obj: Any) -> RoundSettings:
             )
         clip = obj.get("clip_norm")
         harmonise = obj.get("harmonise")
+        personal = obj.get("personal")
         return RoundSettings(
             proximal_mu=_number(obj.get("proximal_mu", 0.0), "proximal_mu"),
             clip_norm=None if clip is None else _number(clip, "clip_norm"),
             secure=secure,
             task=dict(task),
             harmonise=None if harmonise is None else harmonise_from_json(harmonise),
+            personal=None if personal is None else personal_from_json(personal),
         )
     except ValueError as exc:
         raise SerializationError(f"invalid round settings: {exc}") from None

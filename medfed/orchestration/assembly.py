@@ -37,7 +37,7 @@ def assemble_driver(
 
     ``run_name`` names the run in every instruction: sites keep their state per run.
     """
-    return RoundDriver(
+    driver = RoundDriver(
         strategy=config.make_strategy(),
         backend=backend,
         seed=config.seed,
@@ -49,3 +49,5 @@ def assemble_driver(
         bounds=config.update_bounds,
         run_name=run_name,
     )
+    driver.personal = config.personalise.settings()
+    return driver

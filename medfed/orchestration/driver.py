@@ -27,7 +27,7 @@ import numpy as np
 from medfed.config import UpdateBounds
 from medfed.errors import RoundFailed
 from medfed.math.aggregate import is_finite, l2_norm
-from medfed.messages import HarmoniseSettings, RoundSettings, SiteReport
+from medfed.messages import HarmoniseSettings, PersonalSettings, RoundSettings, SiteReport
 from medfed.orchestration.backends.base import Backend, Request
 from medfed.orchestration.checkpoint import RoundCheckpoint
 from medfed.orchestration.validate import Bounded, bound_updates, check_update
@@ -93,6 +93,9 @@ class RoundResult:
     privacy_state: dict[str, float] = field(default_factory=dict)
     # the harmonisation the sites were sent ([data] harmonise in a federation), ditto
     harmonise: HarmoniseSettings | None = None
+    # the last round's personalised evaluation: each site with its own layers / fine-tuning
+    personal_metrics: dict[str, Metrics] = field(default_factory=dict)
+    personal_failures: dict[str, SiteFailure] = field(default_factory=dict)
 
     @property
     def checkpoint(self) -> RoundCheckpoint:
@@ -149,6 +152,9 @@ class RoundDriver:
         # the federation's feature standardisation, sent with every TRAIN and EVALUATE (a
         # federation's [data] harmonise; a simulation's sites are built harmonised instead)
         self.harmonise: HarmoniseSettings | None = None
+        # the run's personalisation ([personalise]): layers kept at the sites while training,
+        # and a personalised evaluation after the last round (with the strategy's, FedBN's)
+        self.personal: PersonalSettings | None = None
         self._round_key: tuple[tuple[int, int], int] = ((-1, -1), 0)
 
     def restore(self, checkpoint: RoundCheckpoint | None, *, rounds_done: int) -> None:
@@ -222,7 +228,10 @@ class RoundDriver:
         terms = None if secure is None else secure.round_settings()
 
         def protected(settings: RoundSettings) -> RoundSettings:
-            return dataclasses.replace(settings, clip_norm=clip, secure=terms)
+            personal = settings.personal
+            if self.personal is not None:
+                personal = self.personal.merged(personal)
+            return dataclasses.replace(settings, clip_norm=clip, secure=terms, personal=personal)
 
         if self.strategy_state is None:
             self.strategy_state = self.strategy.init_state(params)
@@ -344,13 +353,30 @@ class RoundDriver:
             harmonise=self.harmonise,
         )
 
+    def personalisation(self, round: int) -> PersonalSettings | None:
+        """What a personalised evaluation asks of the sites (None: the run has none)."""
+        own = self.strategy.round_settings(round=round).personal
+        return own if self.personal is None else self.personal.merged(own)
+
     def evaluate(
-        self, round: int, params: Params
+        self, round: int, params: Params, *, personal: PersonalSettings | None = None
     ) -> tuple[dict[str, Metrics], dict[str, SiteFailure]]:
-        """Every site evaluates ``params`` on its own held-out data."""
+        """Every site evaluates ``params`` on its own held-out data; with ``personal``, each
+        with its own layers (and fine-tuning) instead (:mod:`medfed.site.personal`)."""
         plans = self.strategy.configure_evaluate(round=round, sites=self.backend.site_names)
         requests: list[Request] = [
-            (p.site, self._instruction(Operation.EVALUATE, round, p.site, params, p.settings))
+            (
+                p.site,
+                self._instruction(
+                    Operation.EVALUATE,
+                    round,
+                    p.site,
+                    params,
+                    p.settings
+                    if personal is None
+                    else dataclasses.replace(p.settings, personal=personal),
+                ),
+            )
             for p in plans
         ]
         metrics: dict[str, Metrics] = {}
@@ -367,12 +393,14 @@ class RoundDriver:
         result = self.train_round(round, params)
         if last or (self.evaluate_every and round % self.evaluate_every == 0):
             metrics, failures = self.evaluate(round, result.params)
+            result = dataclasses.replace(result, eval_metrics=metrics, eval_failures=failures)
+        personal = self.personalisation(round) if last else None
+        if personal is not None:
+            metrics, failures = self.evaluate(round, result.params, personal=personal)
             result = dataclasses.replace(
-                result,
-                eval_metrics=metrics,
-                eval_failures=failures,
-                seconds=time.perf_counter() - start,
+                result, personal_metrics=metrics, personal_failures=failures
             )
+        result = dataclasses.replace(result, seconds=time.perf_counter() - start)
         for observer in self.observers:
             observer.on_round_end(result)
         return result

@@ -236,13 +236,15 @@ class SubsetBackend:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Per site: the federated, local-only and pooled models on that site's own test set."""
+    """Per site: the federated, local-only and pooled models on that site's own test set,
+    and the site's personalised model when the run personalises."""
 
     site: str
     num_test: int
     federated: Metrics | None
     local: Metrics | None
     pooled: Metrics | None
+    personalised: Metrics | None = None
 
 
 @dataclass
@@ -532,6 +534,9 @@ class Simulation:
                 comparison = run_baselines(
                     config, self.factory, backend, self.initial, final, progress
                 )
+                personal = history[-1].personal_metrics if history else {}
+                if personal:
+                    comparison = [replace(c, personalised=personal.get(c.site)) for c in comparison]
         finally:
             backend.close()
             if temporary is not None:

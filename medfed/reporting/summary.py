@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from medfed.orchestration.simulation import Comparison, SimulationResult
@@ -58,6 +59,12 @@ def summary_dict(result: SimulationResult, *, model_sha256: str | None = None) -
         "final_per_site": {}
         if last is None
         else {s: m.as_dict() for s, m in last.eval_metrics.items()},
+        # each site's own model (FedBN's norm layers, FedPer's head, fine-tuning)
+        **(
+            {"personalised_per_site": {s: m.as_dict() for s, m in last.personal_metrics.items()}}
+            if last is not None and last.personal_metrics
+            else {}
+        ),
         "failures": {
             str(r.round): {s: str(f) for s, f in r.failures.items()}
             for r in result.history
@@ -88,6 +95,9 @@ def summary_dict(result: SimulationResult, *, model_sha256: str | None = None) -
                 "federated": None if c.federated is None else c.federated.as_dict(),
                 "local_only": None if c.local is None else c.local.as_dict(),
                 "pooled": None if c.pooled is None else c.pooled.as_dict(),
+                **(
+                    {"personalised": c.personalised.as_dict()} if c.personalised is not None else {}
+                ),
             }
             for c in result.comparison
         ]
@@ -110,32 +120,36 @@ def privacy_summary(result: SimulationResult) -> dict[str, Any]:
     return out
 
 
+def _models(comp: list[Comparison]) -> list[tuple[str, Callable[[Comparison], Metrics | None]]]:
+    """The compared models, as column tags and getters (personalised only when measured)."""
+    models: list[tuple[str, Callable[[Comparison], Metrics | None]]] = [
+        ("fed", lambda c: c.federated)
+    ]
+    if any(c.personalised is not None for c in comp):
+        models.append(("pers", lambda c: c.personalised))
+    models += [("local", lambda c: c.local), ("pooled", lambda c: c.pooled)]
+    return models
+
+
 def comparison_rows(result: SimulationResult) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: per site, each metric for federated / local-only / pooled."""
+    """Header and rows: per site, each metric for federated / personalised (when the run
+    personalises) / local-only / pooled."""
     names = _metric_names(result)
+    comp: list[Comparison] = result.comparison
+    models = _models(comp)
     header = ["site", "test patients"]
     for name in names:
-        label = _LABELS[name]
-        header += [f"{label} fed", f"{label} local", f"{label} pooled"]
+        header += [f"{_LABELS[name]} {tag}" for tag, _ in models]
     rows: list[list[str]] = []
-    comp: list[Comparison] = result.comparison
     for c in comp:
         row = [c.site, str(c.num_test)]
         for name in names:
-            row += [
-                _fmt(_get(c.federated, name)),
-                _fmt(_get(c.local, name)),
-                _fmt(_get(c.pooled, name)),
-            ]
+            row += [_fmt(_get(get(c), name)) for _, get in models]
         rows.append(row)
     if comp:
         row = ["mean over sites", str(sum(c.num_test for c in comp))]
         for name in names:
-            row += [
-                _fmt(_mean([_get(c.federated, name) for c in comp])),
-                _fmt(_mean([_get(c.local, name) for c in comp])),
-                _fmt(_mean([_get(c.pooled, name) for c in comp])),
-            ]
+            row += [_fmt(_mean([_get(get(c), name) for c in comp])) for _, get in models]
         rows.append(row)
     return header, rows
 
@@ -156,7 +170,9 @@ def comparison_table(result: SimulationResult) -> Any:
     header, rows = comparison_rows(result)
     table = Table(
         title="Each hospital's own held-out patients",
-        caption="fed = federated · local = hospital alone · pooled = all records together"
+        caption="fed = federated · "
+        + ("pers = personalised · " if any(c.personalised for c in result.comparison) else "")
+        + "local = hospital alone · pooled = all records together"
         "\nn = held-out test patients" + _lower_note(result, "\n"),
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -231,6 +247,15 @@ def summary_markdown(
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines += [
             "",
+            *(
+                [
+                    "Personalised: each site's own model — the layers it kept (FedBN, FedPer) "
+                    "and/or the federated model fine-tuned on its own training records, for "
+                    "as many epochs as a validation split of them favoured. "
+                ]
+                if any(c.personalised for c in result.comparison)
+                else []
+            ),
             "Local-only: the site trains alone with the same trainer, rounds and epochs. Pooled: "
             "one model trained on all sites' training records together (not possible in practice; "
             "the reference a federation tries to reach)." + _lower_note(result, " "),

@@ -40,7 +40,8 @@ def compute_delta(trained: Params, received: Params) -> Params:
             np.subtract(new, old, out=new)
             out.append((name, new))
         else:
-            out.append((name, np.subtract(new, old)))
+            # asarray: numpy gives a scalar for 0-d arrays (batch norm's num_batches_tracked)
+            out.append((name, np.asarray(np.subtract(new, old))))
     return Params(out)
 
 

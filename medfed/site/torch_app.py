@@ -33,6 +33,8 @@ from medfed.messages import SiteReport
 from medfed.records import Instruction, Metrics, Params
 from medfed.site.app import FitResult
 from medfed.site.losses import cox_ph_loss, loss_for
+from medfed.site.params_io import load_params, params_from_model
+from medfed.site.personal import best_finetune_epochs, keep_layers, personal_names, restore_layers
 from medfed.site.scaffold import corrected_steps, with_control
 from medfed.site.state import MemoryStateStore
 from medfed.site.task import EvalFn, Task, TrainContext, TrainFn
@@ -64,69 +66,7 @@ _DP_HISTORY = "medfed.dp_sgd.history"
 """Site state name of the DP-SGD accountant's history (see :meth:`DPSGD.history`)."""
 
 
-# --- params <-> model ----------------------------------------------------------------------
-
-
-def params_from_model(model: nn.Module) -> Params:
-    """The model's ``state_dict`` (parameters and persistent buffers) as fresh numpy arrays."""
-    out = []
-    for name, tensor in model.state_dict().items():
-        if tensor.dtype == torch.bfloat16:
-            raise TypeError(
-                f"{name!r} is bfloat16, which numpy cannot hold; keep the model in float32 "
-                "and use autocast for mixed precision"
-            )
-        out.append((name, tensor.detach().to("cpu", copy=True).numpy()))
-    return Params(out)
-
-
-def load_params(model: nn.Module, params: Params) -> None:
-    """Copy ``params`` into the model in place; names, order, shapes and dtypes must match.
-
-    The arrays may be read-only: they are copied, never shared with the model.
-    """
-    state = model.state_dict()
-    if list(state) != list(params):
-        missing = [k for k in state if k not in params]
-        unexpected = [k for k in params if k not in state]
-        detail = (
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
-            if missing or unexpected
-            else "the same names in another order"
-        )
-        raise ValueError(f"the params do not match the model's state_dict: {detail}")
-    with torch.no_grad():
-        for name, target in state.items():
-            array = params[name]
-            view = _numpy_view(target)
-            if view is not None and view.shape == array.shape and view.dtype == _native(array):
-                # one copy, straight from the (possibly memory-mapped, read-only) array
-                np.copyto(view, array, casting="equiv")
-                continue
-            source = torch.from_numpy(array if array.flags.writeable else array.copy())
-            if source.shape != target.shape or source.dtype != target.dtype:
-                raise ValueError(
-                    f"param {name!r} is {array.dtype}{list(array.shape)} but the model holds "
-                    f"{str(target.dtype).removeprefix('torch.')}{list(target.shape)}"
-                )
-            target.copy_(source)
-
-
 # --- small helpers a custom training loop may reuse -----------------------------------------
-
-
-def _numpy_view(tensor: Tensor) -> npt.NDArray[Any] | None:
-    """The tensor's memory as a numpy array (CPU tensors of numpy dtypes), else None."""
-    if tensor.device.type != "cpu":
-        return None
-    try:
-        return tensor.detach().numpy()
-    except (TypeError, RuntimeError):  # e.g. bfloat16 has no numpy dtype
-        return None
-
-
-def _native(array: npt.NDArray[Any]) -> np.dtype[Any]:
-    return array.dtype.newbyteorder("=")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -438,6 +378,9 @@ class TorchSiteApp:
         generator = torch.Generator().manual_seed(int(shuffle_seed))
         run, site = instruction.run, self.data.name
         state = self.state.load(run, site, before=instruction.round)
+        personal = instruction.settings.personal
+        kept = personal_names(self.model, personal.layers) if personal is not None else []
+        restore_layers(self.model, state, kept)  # the site's own norm layers / head
         if self.dp_sgd is not None:
             # the accountant never goes back: a round run twice was spent twice
             spent = self.state.latest(run, site).get(_DP_HISTORY)
@@ -464,6 +407,7 @@ class TorchSiteApp:
             self.model.train()
             metrics = self._train(self.model, self._train_data, ctx)
         metrics = _completed(metrics, n, "train")
+        keep_layers(self.model, state, kept)
         trained = params_from_model(self.model)
         if trained.specs != self._layout:
             raise ValueError(
@@ -491,12 +435,61 @@ class TorchSiteApp:
         return FitResult(params=trained, num_examples=n, metrics=metrics, report=report)
 
     def evaluate(self, params: Params, instruction: Instruction) -> Metrics:
-        """Metrics of ``params`` on the site's held-out test set."""
+        """Metrics of ``params`` on the site's held-out test set.
+
+        With ``instruction.settings.personal`` (a personalised evaluation) the site's own
+        layers replace the federation's and, if asked, the model is fine-tuned on the site's
+        training records first (:mod:`medfed.site.personal`)."""
         load_params(self.model, split_control(params)[0])
+        if instruction.settings.personal is not None:
+            self._personalise(instruction)
         self.model.eval()
         with _seeded(instruction.seed % 2**64, self.device), torch.no_grad():
             metrics = self._evaluate(self.model, self.data.x_test, self.data.y_test, self.spec)
         return _completed(metrics, self.data.num_test, "evaluate")
+
+    def _personalise(self, instruction: Instruction) -> None:
+        personal = instruction.settings.personal
+        assert personal is not None
+        state = self.state.latest(instruction.run, self.data.name)
+        restore_layers(self.model, state, personal_names(self.model, personal.layers))
+        if not personal.finetune_epochs:
+            return
+        if self.dp_sgd is not None:
+            raise ValueError("fine-tuning is not covered by DP-SGD's ε; personalise without it")
+        seed = instruction.seed % 2**63
+
+        def train(model: nn.Module, data: SiteData, epochs: int = 1) -> None:
+            ctx = TrainContext(
+                settings=replace(self.settings, local_epochs=epochs),
+                spec=self.spec,
+                seed=seed,
+                round=instruction.round,
+                config=instruction.settings.task,
+                device=self.device,
+                generator=torch.Generator().manual_seed(seed),
+                state=state.copy(),
+            )
+            with _seeded(seed, self.device):
+                model.train()
+                self._train(model, data, ctx)
+
+        def evaluate(model: nn.Module, data: SiteData) -> Metrics:
+            model.eval()
+            with torch.no_grad():
+                return self._evaluate(model, data.x_test, data.y_test, self.spec)
+
+        epochs = best_finetune_epochs(
+            self.model,
+            self._train_data,
+            max_epochs=personal.finetune_epochs,
+            fraction=personal.validation_fraction,
+            seed=seed,
+            train_epoch=train,
+            evaluate=evaluate,
+        )
+        if epochs:
+            train(self.model, self._train_data, epochs)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from medfed.strategies.base import (
     sample_sites,
 )
 from medfed.strategies.fedavg import FedAvg
+from medfed.strategies.fedbn import FedBN
 from medfed.strategies.fednova import FedNova
 from medfed.strategies.fedopt import FedAdagrad, FedAdam, FedYogi
 from medfed.strategies.fedprox import FedAvgM, FedProx
@@ -31,6 +32,7 @@ __all__ = [
     "FedAdam",
     "FedAvg",
     "FedAvgM",
+    "FedBN",
     "FedNova",
     "FedProx",
     "FedYogi",
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 _ALL: tuple[type[Strategy], ...] = (
-    FedAvg, FedProx, FedAvgM, FedNova, Scaffold, FedAdam, FedYogi, FedAdagrad,
+    FedAvg, FedProx, FedAvgM, FedNova, Scaffold, FedBN, FedAdam, FedYogi, FedAdagrad,
 )  # fmt: skip
 _ROBUST: tuple[type[Strategy], ...] = (NormBounded, Median, TrimmedMean, Krum)
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (*_ALL, *_ROBUST)}

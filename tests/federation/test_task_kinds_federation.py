@@ -1,5 +1,6 @@
 """Regression and 3D segmentation jobs, jobs with strategies that need each site's update
-(FedNova, the coordinate-wise median) and one whose sites keep state (SCAFFOLD), through a real federation train the simulation's model.
+(FedNova, the coordinate-wise median) and ones whose sites keep state (SCAFFOLD, FedPer),
+through a real federation train the simulation's model.
 
 A coordinator and a node per site (processes, TLS), each node serving its hospital's share of a
 bundled data set, train the job submitted with the simulation's own run file; the final model
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from medfed.config import DataConfig, RunConfig, StrategyConfig
+from medfed.config import DataConfig, PersonaliseConfig, RunConfig, StrategyConfig
 from tests.federation.conftest import Federation, free_port, medfed
 from tests.federation.test_same_model import assert_same_model, federated_model
 
@@ -39,6 +40,13 @@ CASES = {
         rounds=2,
         data=DataConfig(name="breast-cancer", sites=3),
         strategy=StrategyConfig(name="scaffold", min_sites=3),
+    ),
+    # FedPer: each node keeps its own head on disk from round 1 (and a personalised evaluation)
+    "fedper": RunConfig(
+        rounds=2,
+        data=DataConfig(name="breast-cancer", sites=3),
+        strategy=StrategyConfig(min_sites=3),
+        personalise=PersonaliseConfig(method="fedper"),
     ),
     "median": RunConfig(
         rounds=2,

@@ -180,6 +180,11 @@ def _summary(result: RoundResult) -> dict[str, Any]:
         "train": result.train_summary.as_dict(),
         "evaluate": None if evaluation is None else evaluation.as_dict(),
         "evaluate_per_site": {s: m.as_dict() for s, m in result.eval_metrics.items()},
+        **(  # the last round of a personalising job: each site with its own model
+            {"personalised_per_site": {s: m.as_dict() for s, m in result.personal_metrics.items()}}
+            if result.personal_metrics
+            else {}
+        ),
         "seconds": result.seconds,
         "privacy": dict(result.privacy),
         # what the coordinator bounded, and why (bounds.norm_factor, bounds.examples_factor)
