@@ -99,6 +99,15 @@ def demo(out: str, rounds: int | None, backend: str | None) -> None:
     "effects) [none].",
 )
 @DATA_OPTIONS
+@click.option(
+    "--personalise",
+    type=click.Choice(["none", "finetune", "fedper"]),
+    is_flag=False,
+    flag_value="finetune",  # config.DEFAULT_PERSONALISE
+    default=None,
+    help="Evaluate each site with its own model too: finetune (epochs chosen on a validation "
+    "split of its training records) or fedper (a local head); alone: finetune.",
+)
 @click.option("--rounds", type=int, default=None, help="Rounds of federated training.")
 @click.option(
     "--seed", type=int, default=None, help="Seed: the same seed repeats a run bit for bit."
@@ -192,6 +201,7 @@ _FLAG_KEYS = {
     "data_dir": "data.dir",
     "sites": "data.sites",
     "harmonise": "data.harmonise",
+    "personalise": "personalise.method",
     "rounds": "rounds",
     "seed": "seed",
     "round_timeout": "round_timeout",

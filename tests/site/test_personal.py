@@ -150,3 +150,22 @@ def test_fedbn_sites_keep_their_own_norm_layers_and_beat_a_shared_batch_norm(
     own = mean_accuracy(last.personal_metrics)
     assert own >= 0.9
     assert own > shared + 0.05  # local normalisation undoes each hospital's feature shift
+
+
+def test_simulate_personalise_alone_fine_tunes_and_writes_personalised_per_site(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from medfed.cli.main import cli
+
+    out = tmp_path / "run"
+    args = ["simulate", "--data", "breast-cancer", "--rounds", "2", "--baselines"]
+    result = CliRunner().invoke(cli, [*args, "--personalise", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["personalised_per_site"]) == sorted(summary["final_per_site"])
+    assert all("personalised" in row for row in summary["comparison"])
+    assert 'method = "finetune"' in (out / "config.toml").read_text()  # replays the same
