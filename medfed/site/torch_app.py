@@ -381,6 +381,8 @@ class TorchSiteApp:
         personal = instruction.settings.personal
         kept = personal_names(self.model, personal.layers) if personal is not None else []
         restore_layers(self.model, state, kept)  # the site's own norm layers / head
+        # where training starts (SCAFFOLD's drift is measured from it): kept layers included
+        start = params_from_model(self.model) if kept and len(control) else received
         if self.dp_sgd is not None:
             # the accountant never goes back: a round run twice was spent twice
             spent = self.state.latest(run, site).get(_DP_HISTORY)
@@ -417,7 +419,7 @@ class TorchSiteApp:
         if len(control):
             trained = with_control(
                 trained,
-                received,
+                start,
                 control,
                 state,
                 trainable={name for name, _ in self.model.named_parameters()},
